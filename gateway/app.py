@@ -1,0 +1,129 @@
+"""The ASGI application: routes, lifespan, and the hub they share.
+
+``create_app`` reads settings when called, never at import, so tests build apps with their own
+settings; ``gateway.app:app`` (what gunicorn and the Dockerfile name) builds one on first access.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.resources import files
+from typing import Any
+
+from fastapi import FastAPI, Header, HTTPException, WebSocket
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from gateway import __version__
+from gateway.broker import BrokerUnavailable
+from gateway.hub import Hub
+from gateway.protocol import ProtocolError, is_valid_room, is_valid_user
+from gateway.settings import Settings, load_settings
+from gateway.transport import serve_connection
+
+STATIC_DIR = files("gateway") / "static"
+
+
+class PublishRequest(BaseModel):
+    text: str
+    sender: str = "api"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    hub = Hub(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await hub.start()
+        try:
+            yield
+        finally:
+            await hub.aclose()
+
+    app = FastAPI(title="gateway", version=__version__, lifespan=lifespan, docs_url=None)
+    app.state.hub = hub
+    app.state.settings = settings
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR), check_dir=False), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def chat_page() -> Response:
+        page = STATIC_DIR / "index.html"
+        if not page.is_file():
+            return Response("chat page not installed", status_code=404)
+        return FileResponse(str(page), media_type="text/html")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        if not hub.ready:
+            return JSONResponse({"status": "broker unavailable"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/api/rooms/{room}/presence")
+    async def presence(room: str) -> dict[str, Any]:
+        _require_room(room)
+        online = await hub.presence.online(room)
+        return {"room": room, "online": online, "count": len(online)}
+
+    @app.post("/api/rooms/{room}/messages", status_code=202)
+    async def publish(
+        room: str, body: PublishRequest, authorization: str = Header("")
+    ) -> dict[str, Any]:
+        _require_api_key(settings, authorization)
+        _require_room(room)
+        checked = hub.codec.check_text(body.text)
+        if isinstance(checked, ProtocolError):
+            raise HTTPException(422, {"code": checked.code.value, "detail": checked.detail})
+        if not is_valid_user(body.sender):
+            raise HTTPException(422, {"code": "invalid", "detail": "invalid sender"})
+        try:
+            envelope = await hub.publish_message(room, body.sender, checked)
+        except BrokerUnavailable:
+            raise HTTPException(503, "broker unavailable; nothing was published") from None
+        return {"id": envelope.event["id"], "room": room}
+
+    @app.websocket("/ws")
+    async def anonymous_chat(websocket: WebSocket) -> None:
+        await serve_connection(websocket, hub, None)
+
+    @app.websocket("/ws/{client_id}")
+    async def chat(websocket: WebSocket, client_id: str) -> None:
+        await serve_connection(websocket, hub, client_id)
+
+    return app
+
+
+def _require_room(room: str) -> None:
+    if not is_valid_room(room):
+        raise HTTPException(404, "no such room")
+
+
+def _require_api_key(settings: Settings, authorization: str) -> None:
+    if not settings.api_key:
+        raise HTTPException(404, "publish API is off: set GATEWAY_API_KEY")
+    scheme, _, key = authorization.partition(" ")
+    valid = scheme.lower() == "bearer" and hmac.compare_digest(
+        key.encode(), settings.api_key.encode()
+    )
+    if not valid:
+        raise HTTPException(401, "bad API key", headers={"WWW-Authenticate": "Bearer"})
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        application = create_app()
+        globals()["app"] = application
+        return application
+    raise AttributeError(name)

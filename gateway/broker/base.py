@@ -1,0 +1,100 @@
+"""The broker interface: what the hub needs from whatever carries messages between workers.
+
+A broker assigns each kept message its per-channel id, keeps a bounded history for resume, and
+delivers every publication to the local ``deliver`` callback of each worker subscribed to the
+channel. Backends are chosen by URL (:func:`gateway.broker.create_broker`).
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class BrokerUnavailable(RuntimeError):
+    """The broker cannot take the publication now; nothing was published."""
+
+
+@dataclass(slots=True)
+class Envelope:
+    """One publication as it travels between workers.
+
+    ``event`` is the server event exactly as a JSON client receives it; the broker fills in
+    ``event["id"]`` for kept messages. ``accepted_at`` (epoch seconds on the accepting worker)
+    feeds the delivery-latency histogram; ``trace`` carries the W3C trace context.
+    """
+
+    channel: str
+    event: dict[str, Any]
+    accepted_at: float
+    seq: int = 0
+    trace: dict[str, str] = field(default_factory=dict)
+
+    def dumps(self) -> str:
+        return json.dumps(
+            {
+                "c": self.channel,
+                "e": self.event,
+                "a": self.accepted_at,
+                "s": self.seq,
+                "t": self.trace,
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def loads(cls, raw: str | bytes) -> Envelope:
+        data = json.loads(raw)
+        return cls(data["c"], data["e"], data["a"], data["s"], data.get("t") or {})
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    messages: list[Envelope]
+    complete: bool
+    """False when the history no longer reaches back to the requested id: a gap is unavoidable."""
+
+
+DeliverFn = Callable[[Envelope], None]
+
+
+def room_channel(room: str) -> str:
+    return f"room:{room}"
+
+
+def user_channel(user: str) -> str:
+    return f"user:{user}"
+
+
+class Broker(ABC):
+    def __init__(self, deliver: DeliverFn, history_size: int) -> None:
+        self.deliver = deliver
+        self.history_size = history_size
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Connect; called in the worker process, never before a fork."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and background tasks."""
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    @abstractmethod
+    async def publish(self, envelope: Envelope, *, keep: bool) -> Envelope:
+        """Fan out to every subscribed worker; ``keep`` assigns the id and appends to history."""
+
+    @abstractmethod
+    async def subscribe(self, channel: str) -> None: ...
+
+    @abstractmethod
+    async def unsubscribe(self, channel: str) -> None: ...
+
+    @abstractmethod
+    async def history(self, channel: str, after: int) -> History:
+        """Kept messages with ``seq > after``, oldest first."""

@@ -1,0 +1,43 @@
+"""The embedded broker: one process, no other server. Publishing is synchronous fan-out."""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+
+from gateway.broker.base import Broker, DeliverFn, Envelope, History
+
+
+class MemoryBroker(Broker):
+    def __init__(self, deliver: DeliverFn, history_size: int) -> None:
+        super().__init__(deliver, history_size)
+        self._subscribed: set[str] = set()
+        self._sequences: dict[str, int] = defaultdict(int)
+        self._history: dict[str, deque[Envelope]] = {}
+
+    async def publish(self, envelope: Envelope, *, keep: bool) -> Envelope:
+        if keep:
+            seq = self._sequences[envelope.channel] + 1
+            self._sequences[envelope.channel] = seq
+            envelope.seq = seq
+            envelope.event["id"] = str(seq)
+            if self.history_size:
+                ring = self._history.get(envelope.channel)
+                if ring is None:
+                    ring = self._history[envelope.channel] = deque(maxlen=self.history_size)
+                ring.append(envelope)
+        if envelope.channel in self._subscribed:
+            self.deliver(envelope)
+        return envelope
+
+    async def subscribe(self, channel: str) -> None:
+        self._subscribed.add(channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._subscribed.discard(channel)
+
+    async def history(self, channel: str, after: int) -> History:
+        ring = self._history.get(channel, ())
+        kept = [envelope for envelope in ring if envelope.seq > after]
+        last = self._sequences.get(channel, 0)
+        oldest = ring[0].seq if ring else last + 1
+        return History(kept, complete=after >= oldest - 1 or after >= last)

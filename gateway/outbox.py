@@ -1,0 +1,151 @@
+"""The one writer of a connection: a bounded queue in front of the socket's send side.
+
+Fan-out calls :meth:`Outbox.offer`, which never awaits: when the socket can take bytes now and
+nothing is queued, the pre-encoded frame (shared by every recipient of the broadcast) is written
+at once; otherwise the payload is queued for the writer task, which coalesces a JSON backlog
+into one newline-delimited frame. A queue that reaches its bound marks a slow consumer.
+Only the writer task and the synchronous fast path write, so no two writes ever interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from websockets.frames import Frame, Opcode
+
+from gateway import metrics
+from gateway.disconnect import Disconnect
+from gateway.protocol import WireFormat, encode_json, render_text
+
+MAX_BATCH_CHARS = 64 * 1024
+"""A coalesced frame stays well under common client frame limits (websockets: 1 MiB)."""
+
+
+def encode_text_frame(payload: str) -> bytes:
+    """A server-to-client text frame: unmasked, so the same bytes serve every recipient."""
+    return Frame(Opcode.TEXT, payload.encode()).serialize(mask=False)
+
+
+class OutFrame:
+    """One server event, encoded at most once per wire format however many receive it."""
+
+    __slots__ = ("_payloads", "_wires", "channel", "event", "seq")
+
+    def __init__(self, event: dict[str, Any], channel: str = "", seq: int = 0) -> None:
+        self.event = event
+        self.channel = channel
+        self.seq = seq
+        self._payloads: dict[WireFormat, str | None] = {}
+        self._wires: dict[WireFormat, bytes | None] = {}
+
+    def payload(self, wire: WireFormat) -> str | None:
+        try:
+            return self._payloads[wire]
+        except KeyError:
+            text = encode_json(self.event) if wire is WireFormat.JSON else render_text(self.event)
+            self._payloads[wire] = text
+            return text
+
+    def wire(self, wire: WireFormat) -> bytes | None:
+        try:
+            return self._wires[wire]
+        except KeyError:
+            payload = self.payload(wire)
+            data = None if payload is None else encode_text_frame(payload)
+            self._wires[wire] = data
+            return data
+
+
+class ClientGone(Exception):
+    """The peer is gone; nothing more can be written."""
+
+
+class FrameSink(Protocol):
+    """The send side of one socket, as the transport layer provides it."""
+
+    def writable_now(self) -> bool:
+        """True when :meth:`write_now` would not grow an unbounded buffer."""
+
+    def write_now(self, data: bytes) -> None: ...
+
+    async def send_text(self, payload: str) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class Outbox:
+    def __init__(
+        self,
+        sink: FrameSink,
+        wire: WireFormat,
+        limit: int,
+        on_overflow: Callable[[], None],
+    ) -> None:
+        self.sink = sink
+        self.wire = wire
+        self.limit = limit
+        self.on_overflow = on_overflow
+        self.closing: Disconnect | None = None
+        self._queue: deque[str] = deque()
+        self._wake = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def offer(self, frame: OutFrame) -> int:
+        """Queue or write ``frame``; returns how many messages were written to the socket now."""
+        if self.closing is not None:
+            return 0
+        if not self._queue and self.sink.writable_now():
+            data = frame.wire(self.wire)
+            if data is None:
+                return 0
+            self.sink.write_now(data)
+            return 1
+        payload = frame.payload(self.wire)
+        if payload is None:
+            return 0
+        if len(self._queue) >= self.limit:
+            self.on_overflow()
+            return 0
+        self._queue.append(payload)
+        self._wake.set()
+        return 0
+
+    def close(self, disconnect: Disconnect, *, flush: bool) -> None:
+        """Ask the writer to close after flushing what is queued (``flush``) or dropping it."""
+        if self.closing is not None:
+            return
+        self.closing = disconnect
+        if not flush:
+            self._queue.clear()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """The writer task: drains the queue, then closes when asked."""
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._queue:
+                    payload, count = self._take_batch()
+                    await self.sink.send_text(payload)
+                    metrics.MESSAGES_DELIVERED.inc(count)
+                if self.closing is not None:
+                    await self.sink.close(self.closing.code, self.closing.detail)
+                    return
+        except ClientGone:
+            return
+
+    def _take_batch(self) -> tuple[str, int]:
+        if self.wire is WireFormat.TEXT or len(self._queue) == 1:
+            return self._queue.popleft(), 1
+        batch = [self._queue.popleft()]
+        size = len(batch[0])
+        while self._queue and size + len(self._queue[0]) < MAX_BATCH_CHARS:
+            size += len(self._queue[0]) + 1
+            batch.append(self._queue.popleft())
+        return "\n".join(batch), len(batch)

@@ -1,0 +1,217 @@
+"""The wire protocol, sans I/O: client text in, typed commands out; server events in, text out.
+
+Nothing here touches a socket, so every rule of the SPEC's two wire formats (the seed's plain
+text and JSON) is unit-tested and fuzzed with plain values. Parsing never raises: anything a
+client can send maps to a command or to a :class:`ProtocolError` with a spec'd error code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from enum import Enum, StrEnum
+from typing import Any, Final, TypeGuard
+
+ROOM_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+USER_PATTERN: Final = re.compile(r"[^\x00-\x1f\x7f/\\]{1,64}")
+DEFAULT_ROOM: Final = "lobby"
+
+
+class WireFormat(Enum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class ErrorCode(StrEnum):
+    RATE_LIMITED = "rate_limited"
+    TOO_LARGE = "too_large"
+    INVALID = "invalid"
+    FORBIDDEN = "forbidden"
+    UNKNOWN_ROOM = "unknown_room"
+    UNAVAILABLE = "unavailable"
+    """Extension: the broker could not take the message; nothing was published."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolError:
+    code: ErrorCode
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendMessage:
+    room: str | None
+    """``None``: the connection's current room."""
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendDirect:
+    to: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    room: str
+    after: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    pass
+
+
+Command = SendMessage | SendDirect | Join | Leave | Resume | Ping
+
+
+def is_valid_room(room: object) -> TypeGuard[str]:
+    return isinstance(room, str) and ROOM_PATTERN.fullmatch(room) is not None
+
+
+def is_valid_user(user: object) -> TypeGuard[str]:
+    return isinstance(user, str) and USER_PATTERN.fullmatch(user) is not None
+
+
+class Codec:
+    """Parses client frames under the limits of one deployment."""
+
+    def __init__(self, max_message_bytes: int) -> None:
+        self.max_message_bytes = max_message_bytes
+
+    def parse(self, frame: str, wire: WireFormat) -> Command | ProtocolError:
+        if wire is WireFormat.JSON and frame.lstrip().startswith("{"):
+            return self._parse_json(frame)
+        if wire is WireFormat.TEXT and frame.startswith("/"):
+            return self._parse_slash_command(frame)
+        return self._text_or_error(frame, lambda text: SendMessage(None, text))
+
+    def check_text(self, text: object) -> str | ProtocolError:
+        if not isinstance(text, str):
+            return ProtocolError(ErrorCode.INVALID, "text must be a string")
+        if not text.strip():
+            return ProtocolError(ErrorCode.INVALID, "Invalid message format: empty message")
+        if len(text) > self.max_message_bytes or (
+            len(text.encode("utf-8", "surrogatepass")) > self.max_message_bytes
+        ):
+            return ProtocolError(
+                ErrorCode.TOO_LARGE, f"Message too large: at most {self.max_message_bytes} bytes"
+            )
+        return text
+
+    def _text_or_error(self, text: object, make: Any) -> Command | ProtocolError:
+        checked = self.check_text(text)
+        return checked if isinstance(checked, ProtocolError) else make(checked)
+
+    def _parse_slash_command(self, frame: str) -> Command | ProtocolError:
+        verb, _, rest = frame.partition(" ")
+        if verb == "/join":
+            return _room_command(rest.strip(), Join)
+        if verb == "/leave":
+            return _room_command(rest.strip(), Leave)
+        if verb == "/msg":
+            to, _, text = rest.partition(" ")
+            if not is_valid_user(to):
+                return ProtocolError(ErrorCode.INVALID, "Invalid message format: /msg user text")
+            return self._text_or_error(text, lambda checked: SendDirect(to, checked))
+        return self._text_or_error(frame, lambda text: SendMessage(None, text))
+
+    def _parse_json(self, frame: str) -> Command | ProtocolError:
+        if len(frame) > 4 * self.max_message_bytes + 1024:
+            return ProtocolError(ErrorCode.TOO_LARGE, "frame too large for one message")
+        try:
+            data = json.loads(frame)
+        except (ValueError, RecursionError):
+            return ProtocolError(ErrorCode.INVALID, "malformed JSON")
+        if not isinstance(data, dict):
+            return ProtocolError(ErrorCode.INVALID, "expected a JSON object")
+        kind = data.get("type")
+        if kind == "message":
+            room = data.get("room")
+            if room is not None and not is_valid_room(room):
+                return ProtocolError(ErrorCode.INVALID, "invalid room name")
+            return self._text_or_error(data.get("text"), lambda text: SendMessage(room, text))
+        if kind == "direct":
+            to = data.get("to")
+            if not is_valid_user(to):
+                return ProtocolError(ErrorCode.INVALID, "invalid recipient")
+            return self._text_or_error(data.get("text"), lambda text: SendDirect(to, text))
+        if kind == "join":
+            return _room_command(data.get("room"), Join)
+        if kind == "leave":
+            return _room_command(data.get("room"), Leave)
+        if kind == "resume":
+            room = data.get("room")
+            if not is_valid_room(room):
+                return ProtocolError(ErrorCode.INVALID, "invalid room name")
+            after = parse_message_id(data.get("after"))
+            if after is None:
+                return ProtocolError(ErrorCode.INVALID, "after must be a message id")
+            return Resume(room, after)
+        if kind == "ping":
+            return Ping()
+        return ProtocolError(ErrorCode.INVALID, f"unknown message type: {str(kind)[:32]!r}")
+
+
+def _room_command(room: object, make: type[Join] | type[Leave]) -> Command | ProtocolError:
+    if not is_valid_room(room):
+        return ProtocolError(ErrorCode.INVALID, "invalid room name")
+    assert isinstance(room, str)
+    return make(room)
+
+
+def parse_message_id(raw: object) -> int | None:
+    """Ids are decimal strings of a per-room sequence; ``""``, ``"0"``, null: from the start."""
+    if raw is None or raw == "":
+        return 0
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw if raw >= 0 else None
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 19:
+        return int(raw)
+    return None
+
+
+def encode_json(event: dict[str, Any]) -> str:
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+
+
+def error_event(error: ProtocolError) -> dict[str, Any]:
+    return {"type": "error", "code": error.code.value, "detail": error.detail}
+
+
+def render_text(event: dict[str, Any]) -> str | None:
+    """The seed's plain-text rendering of a server event; ``None`` for events it never showed."""
+    kind = event["type"]
+    if kind == "message":
+        return f"{event['from']}: {event['text']}"
+    if kind == "direct":
+        return f"{event['from']} (direct): {event['text']}"
+    if kind == "presence":
+        if event["event"] == "joined":
+            return f"{event['user']} joined. {event['online']} users online."
+        return f"{event['user']} left the chat"
+    if kind == "error":
+        detail = str(event["detail"])
+        if event["code"] == ErrorCode.RATE_LIMITED.value:
+            return "Rate limit exceeded. Slow down."
+        if event["code"] == ErrorCode.INVALID.value and not detail.startswith("Invalid message"):
+            return f"Invalid message format: {detail}"
+        return detail
+    if kind == "reconnect":
+        return f"Server restarting. Reconnect in {event['after_ms']} ms."
+    if kind == "pong":
+        return "pong"
+    return None

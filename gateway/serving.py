@@ -1,0 +1,23 @@
+"""How the gateway runs under uvicorn, shared by ``gateway serve`` and the gunicorn worker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.settings import Settings
+from gateway.wsprotocol import GatewayWebSocketProtocol
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn ``Config`` keywords that carry the gateway's settings down to the protocol layer."""
+    return {
+        "loop": "uvloop",
+        "http": "httptools",
+        "ws": GatewayWebSocketProtocol,
+        "ws_max_size": settings.max_frame_bytes,
+        "ws_ping_interval": settings.heartbeat_interval,
+        "ws_ping_timeout": settings.heartbeat_timeout,
+        "ws_per_message_deflate": False,
+        "lifespan": "on",
+        "log_config": None,
+    }

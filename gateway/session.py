@@ -1,0 +1,200 @@
+"""One connection's chat logic: identity, rooms, validation, rate limit, resume. No sockets.
+
+The transport feeds it client frames; it answers through its :class:`~gateway.outbox.Outbox`
+and asks the :class:`~gateway.hub.Hub` to join, leave and publish. That split lets every rule
+here be tested with a fake sink and the memory broker.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from gateway import disconnect, metrics
+from gateway.broker import BrokerUnavailable
+from gateway.disconnect import Disconnect
+from gateway.outbox import Outbox, OutFrame
+from gateway.protocol import (
+    DEFAULT_ROOM,
+    ErrorCode,
+    Join,
+    Leave,
+    Ping,
+    ProtocolError,
+    Resume,
+    SendDirect,
+    SendMessage,
+    WireFormat,
+    error_event,
+)
+
+if TYPE_CHECKING:
+    from gateway.hub import Hub
+
+
+@dataclass(slots=True)
+class RoomCursor:
+    """Where this connection stands in a room's id sequence, so nothing is shown twice."""
+
+    last_seq: int = 0
+    held: list[OutFrame] | None = field(default=None)
+    """Live messages held back while a resume replays history."""
+
+
+class Session:
+    def __init__(
+        self,
+        hub: Hub,
+        user: str,
+        connection_id: str,
+        wire: WireFormat,
+        outbox: Outbox,
+    ) -> None:
+        self.hub = hub
+        self.user = user
+        self.connection_id = connection_id
+        self.wire = wire
+        self.outbox = outbox
+        self.rooms: dict[str, RoomCursor] = {}
+        self.current_room = DEFAULT_ROOM
+        self.last_activity = time.monotonic()
+        self.strikes = 0
+        self.closing: Disconnect | None = None
+        outbox.on_overflow = self._slow_consumer
+
+    def __repr__(self) -> str:
+        return f"<Session {self.connection_id} user={self.user!r}>"
+
+    # Inbound
+
+    async def on_text(self, frame: str) -> None:
+        self.last_activity = time.monotonic()
+        command = self.hub.codec.parse(frame, self.wire)
+        if isinstance(command, ProtocolError):
+            self.reject(command)
+        elif isinstance(command, SendMessage):
+            await self._chat(command)
+        elif isinstance(command, SendDirect):
+            await self._direct(command)
+        elif isinstance(command, Join):
+            await self.hub.join(self, command.room)
+        elif isinstance(command, Leave):
+            await self._leave(command.room)
+        elif isinstance(command, Resume):
+            await self.resume(command.room, command.after)
+        elif isinstance(command, Ping):
+            self.send({"type": "pong"})
+
+    def on_binary(self) -> None:
+        self.last_activity = time.monotonic()
+        self.reject(ProtocolError(ErrorCode.INVALID, "binary frames are not accepted"))
+
+    async def _chat(self, command: SendMessage) -> None:
+        room = command.room or self.current_room
+        if room not in self.rooms:
+            self.send_error(ErrorCode.UNKNOWN_ROOM, f"not a member of room {room!r}")
+            return
+        if not await self._within_rate():
+            return
+        try:
+            await self.hub.publish_message(room, self.user, command.text)
+        except BrokerUnavailable:
+            self.send_error(ErrorCode.UNAVAILABLE, "message not sent: broker unavailable, retry")
+
+    async def _direct(self, command: SendDirect) -> None:
+        if not await self._within_rate():
+            return
+        if await self.hub.presence.connections_of(command.to) == 0:
+            self.send_error(ErrorCode.INVALID, f"user {command.to!r} is not online")
+            return
+        try:
+            await self.hub.publish_direct(self.user, command.to, command.text)
+        except BrokerUnavailable:
+            self.send_error(ErrorCode.UNAVAILABLE, "message not sent: broker unavailable, retry")
+
+    async def _within_rate(self) -> bool:
+        if await self.hub.limiter.allow(self.user):
+            self.strikes = 0
+            return True
+        self.reject(ProtocolError(ErrorCode.RATE_LIMITED, "Rate limit exceeded. Slow down."))
+        self.strikes += 1
+        if self.strikes >= self.hub.settings.rate_limit_strikes:
+            self.close(disconnect.ABUSE)
+        return False
+
+    async def _leave(self, room: str) -> None:
+        if room not in self.rooms:
+            self.send_error(ErrorCode.UNKNOWN_ROOM, f"not a member of room {room!r}")
+            return
+        await self.hub.leave(self, room)
+        self.send({"type": "left", "room": room})
+
+    async def resume(self, room: str, after: int) -> None:
+        """Replay history after ``after``, then live messages held meanwhile: no gap, no twin."""
+        if room not in self.rooms and not await self.hub.join(self, room):
+            return
+        cursor = self.rooms[room]
+        cursor.held = []
+        try:
+            history = await self.hub.broker.history(self.hub.room_channel(room), after)
+        except BrokerUnavailable:
+            self.send_error(ErrorCode.UNAVAILABLE, "history unavailable, retry resume")
+            self._release_held(cursor)
+            return
+        cursor.last_seq = max(after, 0)
+        frames = [OutFrame(envelope.event, seq=envelope.seq) for envelope in history.messages]
+        replayed = self._write_in_order(cursor, frames)
+        replayed += self._release_held(cursor)
+        self.send(
+            {"type": "resumed", "room": room, "recovered": history.complete, "count": replayed}
+        )
+
+    def _release_held(self, cursor: RoomCursor) -> int:
+        held, cursor.held = cursor.held or [], None
+        return self._write_in_order(cursor, held)
+
+    def _write_in_order(self, cursor: RoomCursor, frames: list[OutFrame]) -> int:
+        """Offer the frames newer than the cursor; returns how many passed."""
+        passed = written = 0
+        for frame in frames:
+            if frame.seq > cursor.last_seq:
+                cursor.last_seq = frame.seq
+                passed += 1
+                written += self.outbox.offer(frame)
+        metrics.MESSAGES_DELIVERED.inc(written)
+        return passed
+
+    # Outbound
+
+    def deliver(self, frame: OutFrame, room: str | None) -> int:
+        """Called by the hub's fan-out for every local recipient; never awaits."""
+        cursor = self.rooms.get(room) if room is not None else None
+        if cursor is None or not frame.seq:
+            return self.outbox.offer(frame)
+        if cursor.held is not None:
+            cursor.held.append(frame)
+            return 0
+        if frame.seq <= cursor.last_seq:
+            return 0
+        cursor.last_seq = frame.seq
+        return self.outbox.offer(frame)
+
+    def send(self, event: dict[str, Any]) -> None:
+        metrics.MESSAGES_DELIVERED.inc(self.outbox.offer(OutFrame(event)))
+
+    def send_error(self, code: ErrorCode, detail: str) -> None:
+        self.send(error_event(ProtocolError(code, detail)))
+
+    def reject(self, error: ProtocolError) -> None:
+        if error.code.value in metrics.REJECT_REASONS:
+            metrics.MESSAGES_REJECTED.labels(error.code.value).inc()
+        self.send(error_event(error))
+
+    def close(self, reason: Disconnect, *, flush: bool = True) -> None:
+        if self.closing is None:
+            self.closing = reason
+            self.outbox.close(reason, flush=flush)
+
+    def _slow_consumer(self) -> None:
+        self.close(disconnect.SLOW_CONSUMER, flush=False)

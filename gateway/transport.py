@@ -1,0 +1,152 @@
+"""The WebSocket endpoints: the only module that knows Starlette's ``WebSocket``.
+
+It turns a socket into a :class:`~gateway.session.Session` with an
+:class:`~gateway.outbox.Outbox`, runs the read loop, and maps how the socket ended to the
+disconnect catalogue so every close is counted under the right reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from gateway import disconnect, metrics
+from gateway.disconnect import Disconnect
+from gateway.hub import Hub
+from gateway.outbox import ClientGone, Outbox, encode_text_frame
+from gateway.protocol import WireFormat, is_valid_user
+from gateway.session import Session
+from gateway.wsprotocol import EXTENSION, GatewayWebSocketProtocol
+
+log = logging.getLogger("gateway.transport")
+
+
+class DirectSink:
+    """Writes through :class:`GatewayWebSocketProtocol`, bypassing a per-recipient ASGI send."""
+
+    def __init__(self, protocol: GatewayWebSocketProtocol) -> None:
+        self.protocol = protocol
+
+    def writable_now(self) -> bool:
+        return self.protocol.can_write()
+
+    def write_now(self, data: bytes) -> None:
+        self.protocol.write_frame(data)
+
+    async def send_text(self, payload: str) -> None:
+        await self.protocol.wait_writable()
+        if self.protocol.gone:
+            raise ClientGone
+        self.protocol.write_frame(encode_text_frame(payload))
+
+    async def close(self, code: int, reason: str) -> None:
+        self.protocol.close_now(code, reason)
+
+
+class AsgiSink:
+    """The portable path, for servers without the gateway's protocol extension."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+
+    def writable_now(self) -> bool:
+        return False
+
+    def write_now(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    async def send_text(self, payload: str) -> None:
+        try:
+            await self.websocket.send_text(payload)
+        except (WebSocketDisconnect, RuntimeError, OSError) as error:
+            raise ClientGone from error
+
+    async def close(self, code: int, reason: str) -> None:
+        connected = WebSocketState.CONNECTED
+        if self.websocket.application_state is connected and (
+            self.websocket.client_state is connected
+        ):
+            with contextlib.suppress(RuntimeError, OSError, asyncio.TimeoutError):
+                async with asyncio.timeout(5):
+                    await self.websocket.close(code, reason)
+
+
+def _sink_for(websocket: WebSocket) -> DirectSink | AsgiSink:
+    protocol = websocket.scope.get("extensions", {}).get(EXTENSION)
+    if isinstance(protocol, GatewayWebSocketProtocol):
+        return DirectSink(protocol)
+    return AsgiSink(websocket)
+
+
+def _wire_format(websocket: WebSocket, default: WireFormat) -> WireFormat | None:
+    requested = websocket.query_params.get("format")
+    if requested is None:
+        return default
+    try:
+        return WireFormat(requested)
+    except ValueError:
+        return None
+
+
+async def serve_connection(websocket: WebSocket, hub: Hub, user: str | None) -> None:
+    """Run one connection from handshake to the last cleanup; ``user=None`` is anonymous."""
+    wire = _wire_format(websocket, WireFormat.TEXT if user is None else WireFormat.JSON)
+    await websocket.accept()
+    metrics.CONNECTIONS_OPENED.inc()
+    if wire is None or (user is not None and not is_valid_user(user)):
+        await _refuse(websocket, disconnect.POLICY)
+        return
+    sink = _sink_for(websocket)
+    outbox = Outbox(sink, wire, hub.settings.send_queue, on_overflow=lambda: None)
+    session = Session(hub, user or hub.anonymous_user(), hub.connection_id(), wire, outbox)
+    writer = asyncio.create_task(outbox.run(), name=f"writer-{session.connection_id}")
+    ended = disconnect.SERVER_ERROR
+    try:
+        refused = await hub.attach(session, allow_duplicate=user is None)
+        if refused is not None:
+            session.close(refused)
+            ended = refused
+            return
+        ended = await _read_loop(websocket, session)
+    except Exception:
+        log.exception("connection failed", extra={"connection_id": session.connection_id})
+        session.close(disconnect.SERVER_ERROR)
+        ended = disconnect.SERVER_ERROR
+    finally:
+        await hub.detach(session)
+        if not writer.done():
+            session.close(ended)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(writer, timeout=hub.settings.drain_timeout)
+        metrics.CONNECTIONS_CLOSED.labels(ended.reason).inc()
+
+
+async def _read_loop(websocket: WebSocket, session: Session) -> Disconnect:
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return _why_closed(websocket, session, int(message.get("code") or 1005))
+        if session.closing is not None:
+            continue
+        text = message.get("text")
+        if text is not None:
+            await session.on_text(text)
+        elif message.get("bytes") is not None:
+            session.on_binary()
+
+
+def _why_closed(websocket: WebSocket, session: Session, code: int) -> Disconnect:
+    if session.closing is not None:
+        return session.closing
+    protocol = websocket.scope.get("extensions", {}).get(EXTENSION)
+    if isinstance(protocol, GatewayWebSocketProtocol) and protocol.heartbeat_timed_out:
+        return disconnect.HEARTBEAT_TIMEOUT
+    return disconnect.from_peer_close(code)
+
+
+async def _refuse(websocket: WebSocket, reason: Disconnect) -> None:
+    await websocket.close(reason.code, reason.detail)
+    metrics.CONNECTIONS_CLOSED.labels(reason.reason).inc()
