@@ -9,7 +9,6 @@ import {
 
 const $ = (id) => document.getElementById(id);
 const LOBBY = "lobby";
-const MAX_PENDING_DIRECT = 50;
 
 const app = {
   me: "",
@@ -19,13 +18,13 @@ const app = {
   attempt: 0, // reconnects since the last good connection, for the backoff
   hintMs: null, // after_ms of the server's `reconnect` message, used for the close that follows
   byUser: false,
+  idle: false, // closed for inactivity (4408): reconnect when the person is back
   retryTimer: 0,
   tickTimer: 0,
   retryAt: 0,
-  rooms: new Map(), // name -> { name, log, tab, item, history, online, everJoined, unread }
+  rooms: new Map(), // name -> { name, log, tab, item, history, online, unread }
   active: LOBBY, // a room name, or null for the direct-messages view
   direct: { log: null, unread: 0 },
-  pendingDirect: [], // direct messages shown on send, waiting for the server's echo
 };
 
 // ---- connection -------------------------------------------------------------------------------
@@ -57,6 +56,7 @@ function connect() {
   clearRetry();
   if (app.ws) return;
   app.byUser = false;
+  app.idle = false;
   app.hintMs = null;
   setStatus("connecting");
   let ws;
@@ -90,12 +90,19 @@ function connect() {
 
 function onClose(event) {
   const plan = planReconnect({
-    code: event.code, reason: event.reason, hintMs: app.hintMs, attempt: app.attempt, byUser: app.byUser,
+    code: event.code,
+    reason: event.reason,
+    hintMs: app.hintMs,
+    attempt: app.attempt,
+    byUser: app.byUser,
+    wasConnected: app.wasConnected,
   });
   app.hintMs = null;
   if (!plan.retry) {
-    setStatus("offline", plan.reason);
-    if (!app.byUser) notice(app.active, `disconnected (${event.code}): ${plan.reason}`, "error");
+    app.idle = event.code === 4408;
+    const reason = app.idle ? `${plan.reason}; back when you are` : plan.reason;
+    setStatus("offline", reason);
+    if (!app.byUser) notice(app.active, `disconnected (${event.code}): ${reason}`, "error");
     return;
   }
   if (app.wasConnected && $("status").dataset.state === "connected") {
@@ -109,8 +116,13 @@ function onClose(event) {
 }
 
 function reconnectNow() {
-  if (app.ws || !app.me) return;
+  if (app.ws || !app.me || app.byUser) return;
   connect();
+}
+
+/** After an idle close, the first sign of the person (focus, a key, a click) reconnects. */
+function wake() {
+  if (app.idle && document.visibilityState === "visible") reconnectNow();
 }
 
 // ---- server events ----------------------------------------------------------------------------
@@ -127,10 +139,10 @@ function onFrame(data) {
 const handlers = {
   joined(event) {
     const room = app.rooms.get(event.room) ?? addRoom(String(event.room));
-    const first = !room.everJoined;
-    room.everJoined = true;
-    room.online = event.online ?? room.online;
-    const after = room.history.resumeAfter(event.last_id ?? null, first);
+    room.online = Array.isArray(event.online) ? event.online : room.online;
+    // Ask for what this page has not shown yet: the room's kept history on the first join, what
+    // was missed while away on a rejoin. The server holds live messages back meanwhile.
+    const after = room.history.resumeAfter(event.last_id);
     if (after !== null) send({ type: "resume", room: room.name, after });
     if (room.name === LOBBY) app.attempt = 0; // a working connection: the backoff starts over
     refreshOnline();
@@ -144,15 +156,9 @@ const handlers = {
     bumpUnread(room.name);
   },
   direct(event) {
-    if (event.from === app.me) {
-      const index = app.pendingDirect.findIndex((p) => p.to === event.to && p.text === event.text);
-      if (index >= 0) {
-        app.pendingDirect.splice(index, 1); // our own message coming back: already shown
-        return;
-      }
-    }
+    // The server also echoes our own direct messages (to all our connections): shown from here.
     append(app.direct.log, renderDirect(document, event, app.me));
-    bumpUnread(null);
+    if (event.from !== app.me) bumpUnread(null);
   },
   presence(event) {
     const room = app.rooms.get(event.room);
@@ -171,10 +177,16 @@ const handlers = {
   error(event) {
     notice(app.active, errorText(event), "error");
   },
+  resumed(event) {
+    if (event.recovered === false) {
+      notice(event.room, "some earlier messages are no longer kept by the server", "error");
+    }
+  },
   reconnect(event) {
     const ms = Number(event.after_ms);
     app.hintMs = Number.isFinite(ms) && ms >= 0 ? ms : null;
   },
+  left() {},
   pong() {},
 };
 
@@ -193,7 +205,7 @@ function addRoom(name) {
   const item = el(document, "li");
   item.append(tab);
   $("rooms").append(item);
-  const room = { name, log, tab, item, history: new RoomHistory(), online: [], everJoined: false, unread: 0 };
+  const room = { name, log, tab, item, history: new RoomHistory(), online: [], unread: 0 };
   app.rooms.set(name, room);
   return room;
 }
@@ -300,12 +312,6 @@ function submitMessage(event) {
     const to = $("dm-to").value.trim();
     if (!to) return;
     sent = send({ type: "direct", to, text });
-    if (sent) {
-      app.pendingDirect.push({ to, text });
-      if (app.pendingDirect.length > MAX_PENDING_DIRECT) app.pendingDirect.shift();
-      const mine = { from: app.me, to, text, ts: Date.now() / 1000 };
-      append(app.direct.log, renderDirect(document, mine, app.me));
-    }
   } else {
     sent = send({ type: "message", room: app.active, text });
   }
@@ -313,7 +319,7 @@ function submitMessage(event) {
     input.value = "";
   } else {
     notice(app.active, "not connected: the message was not sent", "error");
-    reconnectNow();
+    if (app.idle) reconnectNow();
   }
 }
 
@@ -372,6 +378,10 @@ function start() {
   window.addEventListener("online", () => {
     if (app.retryTimer) reconnectNow(); // the network is back: skip the rest of the wait
   });
+  window.addEventListener("focus", wake);
+  document.addEventListener("visibilitychange", wake);
+  document.addEventListener("keydown", wake);
+  document.addEventListener("pointerdown", wake);
 }
 
 start();

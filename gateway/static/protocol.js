@@ -58,16 +58,26 @@ export const NO_RETRY = new Map([
   [4408, "disconnected after being idle"],
 ]);
 
+/** A 1008 refusal that only says the server still holds this name's previous connection. */
+const STILL_CONNECTED = /already connected/i;
+
 /**
  * What to do after the socket closed.
  * - closed by the user (sign out): stay offline;
- * - 1008 policy, 4408 idle: stay offline, say why (the user can reconnect by hand);
+ * - 1008 policy, 4408 idle: stay offline and say why. One exception: a page that was connected and
+ *   is refused because the server still holds its old connection (a drop the server has not
+ *   noticed yet) backs off and retries until the server lets the old one go;
  * - a `reconnect` hint came before the close (1012 drain): wait at least after_ms, plus jitter;
  * - 1013 try again later: back off, starting from a longer window;
  * - anything else (1001 going away, 1006 dropped, 1011 error…): exponential backoff, full jitter.
  */
-export function planReconnect({ code, reason = "", hintMs = null, attempt = 0, byUser = false, random = Math.random }) {
+export function planReconnect({
+  code, reason = "", hintMs = null, attempt = 0, byUser = false, wasConnected = false, random = Math.random,
+}) {
   if (byUser) return { retry: false, reason: "signed out" };
+  if (code === 1008 && wasConnected && STILL_CONNECTED.test(reason)) {
+    return { retry: true, delayMs: backoffDelay(Math.max(attempt, 3), { random }) };
+  }
   if (NO_RETRY.has(code)) {
     const why = NO_RETRY.get(code);
     return { retry: false, reason: reason ? `${why}: ${reason}` : why };
@@ -81,9 +91,14 @@ export function planReconnect({ code, reason = "", hintMs = null, attempt = 0, b
 
 /**
  * What the page has shown of one room: the ids it displayed (for dedupe) and the newest one (for
- * resume). An in-memory server forgets its history on restart and numbers from 1 again; when the
- * server's newest id is older than ours, the page starts a new "epoch" instead of dropping new
- * messages as duplicates.
+ * resume). After every `joined` ack the page asks the server to resume after the newest id it
+ * shows ("0" for a room it has shown nothing of yet: the history the server keeps), so nothing is
+ * missed across a reconnect and the dedupe keeps anything from showing twice.
+ *
+ * A server with an in-memory broker forgets its history on restart and numbers from 1 again. When
+ * the ack carries `last_id` and it is older than what the page shows, the page starts a new
+ * "epoch": it resumes from the start of the new numbering instead of dropping new messages as
+ * duplicates (and never mixes the two numberings up when ordering).
  */
 export class RoomHistory {
   constructor() {
@@ -102,24 +117,20 @@ export class RoomHistory {
   }
 
   /**
-   * Called with the `last_id` of a `joined` ack. Returns the id to resume after, or null when
-   * there is nothing to ask for. `first` is true for the first join of this room: the page starts
-   * from "now" and asks for nothing.
+   * The id to resume after once the room is joined, or null when nothing can have been missed.
+   * `serverLastId` is the ack's `last_id`: a string, null for an empty room, or undefined when the
+   * server does not say.
    */
-  resumeAfter(serverLastId, first) {
-    if (first) {
-      if (this.lastId === null && serverLastId !== null && serverLastId !== undefined) {
-        this.lastId = String(serverLastId);
+  resumeAfter(serverLastId) {
+    if (serverLastId !== undefined && this.lastId !== null) {
+      if (serverLastId === null || compareIds(serverLastId, this.lastId) < 0) {
+        this.restart(); // the server's numbering started over
+      } else if (compareIds(serverLastId, this.lastId) === 0) {
+        return null;
       }
-      return null;
     }
-    if (serverLastId === null || serverLastId === undefined) {
-      if (this.lastId !== null) this.restart();
-      return null;
-    }
-    if (this.lastId !== null && compareIds(serverLastId, this.lastId) < 0) this.restart();
-    if (this.lastId !== null && compareIds(serverLastId, this.lastId) === 0) return null;
-    return this.lastId === null ? "0" : this.lastId;
+    if (serverLastId === null && this.lastId === null) return null; // an empty room
+    return this.lastId ?? "0";
   }
 
   restart() {
