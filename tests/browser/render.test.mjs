@@ -1,0 +1,294 @@
+// Unit tests of the chat page's pure modules (gateway/static/render.js and protocol.js).
+// Run: node --test tests/browser/render.test.mjs   (pytest runs it too: test_render_unit.py)
+//
+// Node has no DOM, so the rendering functions get a small fake document. It records what is
+// built and throws if anything assigns HTML (innerHTML, outerHTML, insertAdjacentHTML), which is
+// exactly the promise under test: everything from the network goes in as text.
+
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+
+import {
+  backoffDelay, chatUrl, compareIds, parseFrame, planReconnect, RoomHistory,
+} from "../../gateway/static/protocol.js";
+import {
+  el, errorText, formatTime, insertInOrder, presenceText, renderDirect, renderMessage,
+  renderNotice, renderOnline, statusText,
+} from "../../gateway/static/render.js";
+
+const HTML_SINKS = ["innerHTML", "outerHTML"];
+
+class FakeText {
+  constructor(data) {
+    this.nodeType = 3;
+    this.data = String(data);
+    this.parentNode = null;
+  }
+  get textContent() {
+    return this.data;
+  }
+}
+
+class FakeElement {
+  constructor(tag) {
+    this.nodeType = 1;
+    this.tagName = tag.toUpperCase();
+    this.childNodes = [];
+    this.attributes = new Map();
+    this.className = "";
+    this.parentNode = null;
+    for (const sink of HTML_SINKS) {
+      Object.defineProperty(this, sink, {
+        get() {
+          throw new Error(`${sink} read`);
+        },
+        set() {
+          throw new Error(`${sink} assigned: rendering must use text, never HTML`);
+        },
+      });
+    }
+  }
+  insertAdjacentHTML() {
+    throw new Error("insertAdjacentHTML called");
+  }
+  set textContent(value) {
+    this.replaceChildren(new FakeText(value));
+  }
+  get textContent() {
+    return this.childNodes.map((node) => node.textContent).join("");
+  }
+  setAttribute(name, value) {
+    this.attributes.set(name, String(value));
+  }
+  getAttribute(name) {
+    return this.attributes.has(name) ? this.attributes.get(name) : null;
+  }
+  hasAttribute(name) {
+    return this.attributes.has(name);
+  }
+  append(...nodes) {
+    for (const node of nodes) this.insertBefore(typeof node === "string" ? new FakeText(node) : node, null);
+  }
+  appendChild(node) {
+    return this.insertBefore(node, null);
+  }
+  insertBefore(node, before) {
+    if (node.parentNode) node.parentNode.childNodes.splice(node.parentNode.childNodes.indexOf(node), 1);
+    const index = before === null ? this.childNodes.length : this.childNodes.indexOf(before);
+    assert.ok(index >= 0, "insertBefore: reference node is not a child");
+    this.childNodes.splice(index, 0, node);
+    node.parentNode = this;
+    return node;
+  }
+  replaceChildren(...nodes) {
+    for (const node of this.childNodes) node.parentNode = null;
+    this.childNodes = [];
+    this.append(...nodes);
+  }
+  get children() {
+    return this.childNodes.filter((node) => node.nodeType === 1);
+  }
+  get lastElementChild() {
+    return this.children.at(-1) ?? null;
+  }
+  get previousElementSibling() {
+    if (!this.parentNode) return null;
+    const siblings = this.parentNode.children;
+    return siblings[siblings.indexOf(this) - 1] ?? null;
+  }
+}
+
+const fakeDocument = {
+  createElement: (tag) => new FakeElement(tag),
+  createTextNode: (data) => new FakeText(data),
+};
+
+/** Every element in a tree, depth first. */
+function* elements(node) {
+  if (node.nodeType !== 1) return;
+  yield node;
+  for (const child of node.childNodes) yield* elements(child);
+}
+
+/** The only tags the renderers may create; anything else came from the data. */
+const ALLOWED_TAGS = new Set(["LI", "SPAN", "TIME", "OL", "UL", "DIV"]);
+
+function assertOnlyText(node, hostile) {
+  for (const element of elements(node)) {
+    assert.ok(ALLOWED_TAGS.has(element.tagName), `unexpected element <${element.tagName}>`);
+  }
+  assert.ok(node.textContent.includes(hostile), "the hostile text is shown, character for character");
+}
+
+const HOSTILE_NAME = '<img src=x onerror="globalThis.pwned=1">';
+const HOSTILE_TEXT = '</span><script>globalThis.pwned=2</script><b onclick="x()">&amp; bold</b>';
+
+describe("render: hostile names and texts stay text", () => {
+  it("renders a room message's sender and text as text", () => {
+    const item = renderMessage(fakeDocument, { id: "7", room: "lobby", from: HOSTILE_NAME, text: HOSTILE_TEXT, ts: 0 }, "me");
+    assertOnlyText(item, HOSTILE_NAME);
+    assertOnlyText(item, HOSTILE_TEXT);
+    assert.equal(item.getAttribute("data-id"), "7");
+    assert.equal(item.getAttribute("data-from"), HOSTILE_NAME);
+    const [, from, text] = item.children;
+    assert.equal(from.textContent, HOSTILE_NAME);
+    assert.equal(text.textContent, HOSTILE_TEXT);
+    assert.equal(globalThis.pwned, undefined);
+  });
+
+  it("renders direct messages as text", () => {
+    const item = renderDirect(fakeDocument, { from: HOSTILE_NAME, to: "bob", text: HOSTILE_TEXT, ts: 1 }, "bob");
+    assertOnlyText(item, `${HOSTILE_NAME} → bob`);
+    assertOnlyText(item, HOSTILE_TEXT);
+  });
+
+  it("renders the online list as text, one item per distinct user", () => {
+    const list = fakeDocument.createElement("ul");
+    const count = renderOnline(fakeDocument, list, [HOSTILE_NAME, "alice", "alice", "me"], "me");
+    assert.equal(count, 3);
+    assertOnlyText(list, HOSTILE_NAME);
+    const names = list.children.map((item) => item.getAttribute("data-user"));
+    assert.deepEqual(names, [...names].sort((a, b) => a.localeCompare(b)));
+    assert.ok(names.includes(HOSTILE_NAME));
+    const mine = list.children.find((item) => item.getAttribute("data-user") === "me");
+    assert.equal(mine.textContent, "me (you)");
+  });
+
+  it("renders notices, presence and errors as text", () => {
+    const presence = presenceText({ room: "<b>r</b>", event: "joined", user: HOSTILE_NAME }, "me");
+    assertOnlyText(renderNotice(fakeDocument, presence), `${HOSTILE_NAME} joined <b>r</b>`);
+    assert.equal(presenceText({ room: "r", event: "left", user: "me" }, "me"), null);
+    const error = errorText({ code: "invalid", detail: HOSTILE_TEXT });
+    assertOnlyText(renderNotice(fakeDocument, error, "error"), `invalid: ${HOSTILE_TEXT}`);
+    assertOnlyText(el(fakeDocument, "span", "", HOSTILE_TEXT), HOSTILE_TEXT);
+  });
+
+  it("shows missing fields without crashing", () => {
+    const item = renderMessage(fakeDocument, { id: 1, room: "r" }, "me");
+    assert.equal(item.children[1].textContent, "?");
+    assert.equal(item.children[2].textContent, "");
+  });
+});
+
+describe("render: ordering and labels", () => {
+  const message = (id, epoch = 0) => renderMessage(fakeDocument, { id, from: "a", text: `m${id}`, ts: 0 }, "me", epoch);
+  const ids = (list) => list.children.filter((n) => n.hasAttribute("data-id")).map((n) => n.getAttribute("data-id"));
+
+  it("appends in order and slots a replayed older message before newer ones", () => {
+    const list = fakeDocument.createElement("ol");
+    for (const id of ["1", "2", "9", "10"]) insertInOrder(list, message(id));
+    list.append(renderNotice(fakeDocument, "bob joined lobby"));
+    insertInOrder(list, message("5"));
+    insertInOrder(list, message("11"));
+    assert.deepEqual(ids(list), ["1", "2", "5", "9", "10", "11"]);
+  });
+
+  it("never mixes epochs: after a server restart ids start again at the end", () => {
+    const list = fakeDocument.createElement("ol");
+    for (const id of ["4", "5"]) insertInOrder(list, message(id, 0));
+    for (const id of ["2", "1"]) insertInOrder(list, message(id, 1));
+    assert.deepEqual(ids(list), ["4", "5", "1", "2"]);
+  });
+
+  it("labels the connection state", () => {
+    assert.equal(statusText("connected"), "connected");
+    assert.equal(statusText("offline"), "offline");
+    assert.equal(statusText("reconnecting", 2100), "reconnecting in 3s");
+    assert.equal(statusText("reconnecting", 0), "reconnecting in 0s");
+  });
+
+  it("formats timestamps given in seconds, milliseconds or ISO text", () => {
+    const d = new Date(2024, 0, 2, 9, 5);
+    assert.equal(formatTime(d.getTime() / 1000), "09:05");
+    assert.equal(formatTime(d.getTime()), "09:05");
+    assert.equal(formatTime(d.toISOString()), "09:05");
+    assert.equal(formatTime(String(d.getTime() / 1000)), "09:05");
+    assert.equal(formatTime("not a date"), "");
+    assert.equal(formatTime(undefined), "");
+  });
+});
+
+describe("protocol", () => {
+  it("builds the socket URL with the name URL-encoded", () => {
+    const loc = { protocol: "http:", host: "127.0.0.1:8000" };
+    assert.equal(chatUrl(loc, "a b/<c>?"), "ws://127.0.0.1:8000/ws/a%20b%2F%3Cc%3E%3F");
+    assert.equal(chatUrl({ protocol: "https:", host: "x" }, "bo", "t.k"), "wss://x/ws/bo?token=t.k");
+  });
+
+  it("splits batched frames on newlines and keeps unreadable lines apart", () => {
+    const frame = '{"type":"message","id":"1"}\n{"type":"pong"}\n\nplain text\n[1]\nnull';
+    const { events, unreadable } = parseFrame(frame);
+    assert.deepEqual(events.map((e) => e.type), ["message", "pong"]);
+    assert.deepEqual(unreadable, ["plain text", "[1]", "null"]);
+  });
+
+  it("compares ids numerically, beyond 2^53 too", () => {
+    assert.equal(compareIds("9", "10"), -1);
+    assert.equal(compareIds("10", "10"), 0);
+    assert.equal(compareIds("9007199254740993", "9007199254740992"), 1);
+    assert.equal(compareIds("b", "a"), 1);
+    assert.equal(compareIds("z", "aa"), -1);
+  });
+
+  it("backs off exponentially with full jitter, capped", () => {
+    const top = () => 0.999999;
+    assert.equal(backoffDelay(0, { random: () => 0 }), 0);
+    assert.equal(backoffDelay(0, { random: top }), 499);
+    assert.equal(backoffDelay(3, { random: top }), 3999);
+    assert.equal(backoffDelay(50, { random: top }), 29999);
+    assert.equal(backoffDelay(3, { random: () => 0.5 }), 2000);
+  });
+
+  it("plans reconnects from the close code and the server's hint", () => {
+    const half = () => 0.5;
+    assert.deepEqual(planReconnect({ code: 1008, reason: "bad token" }), { retry: false, reason: "refused by the server's policy: bad token" });
+    assert.equal(planReconnect({ code: 4408 }).retry, false);
+    assert.equal(planReconnect({ code: 1006, byUser: true }).retry, false);
+    assert.deepEqual(planReconnect({ code: 1012, hintMs: 2000, attempt: 7, random: half }), { retry: true, delayMs: 2250 });
+    assert.deepEqual(planReconnect({ code: 1012, attempt: 2, random: half }), { retry: true, delayMs: 1000 });
+    assert.deepEqual(planReconnect({ code: 1013, attempt: 0, random: half }), { retry: true, delayMs: 2000 });
+    assert.deepEqual(planReconnect({ code: 1006, attempt: 1, random: half }), { retry: true, delayMs: 500 });
+  });
+
+  it("retries a refusal that only means the old connection is still held", () => {
+    const half = () => 0.5;
+    const reason = "client id already connected";
+    assert.deepEqual(planReconnect({ code: 1008, reason, wasConnected: true, random: half }), { retry: true, delayMs: 2000 });
+    assert.equal(planReconnect({ code: 1008, reason, wasConnected: false }).retry, false); // a second tab
+    assert.equal(planReconnect({ code: 1008, reason: "token expired", wasConnected: true }).retry, false);
+  });
+
+  it("dedupes by id and resumes after the newest shown", () => {
+    const room = new RoomHistory();
+    assert.equal(room.resumeAfter(undefined), "0"); // first join: the history the server keeps
+    assert.ok(room.accept("5"));
+    assert.ok(room.accept("6"));
+    assert.ok(!room.accept("5"));
+    assert.ok(room.accept("4")); // an older one replayed late is still new to the page
+    assert.equal(room.lastId, "6");
+    assert.equal(room.resumeAfter(undefined), "6"); // the server does not say: ask
+    assert.equal(room.resumeAfter("9"), "6"); // missed 7..9
+    assert.equal(room.resumeAfter("6"), null); // missed nothing
+    assert.ok(room.accept("10"));
+    assert.ok(!room.accept("10"));
+    assert.equal(room.epoch, 0);
+  });
+
+  it("asks for nothing in an empty room, everything once it has messages", () => {
+    const room = new RoomHistory();
+    assert.equal(room.resumeAfter(null), null);
+    assert.equal(room.resumeAfter("3"), "0");
+  });
+
+  it("starts a new epoch when the server forgot its history (restart with memory broker)", () => {
+    const room = new RoomHistory();
+    for (const id of ["1", "2", "3"]) room.accept(id);
+    assert.equal(room.resumeAfter("1"), "0"); // the server is at 1 again: take all it has
+    assert.equal(room.epoch, 1);
+    assert.ok(room.accept("1")); // id 1 of the new epoch is new
+    room.accept("2");
+    assert.equal(room.resumeAfter(null), null); // restarted and empty
+    assert.equal(room.epoch, 2);
+    assert.equal(room.lastId, null);
+  });
+});
