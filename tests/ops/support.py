@@ -60,9 +60,11 @@ def require_tool(*names: str) -> str:
     pytest.skip(message)
 
 
-def run(argv: list[str], timeout: float = 60, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def run(
+    argv: list[str], timeout: float = 60, cwd: Path = ROOT, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+        argv, cwd=cwd, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
     )
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +67,11 @@ def test_kustomize_renders_every_object() -> None:
 
 
 @pytest.mark.parametrize("version", KUBE_VERSIONS, ids=lambda v: v or "latest")
-def test_kubernetes_validate_strict(version: str | None, tmp_path: Path) -> None:
+def test_kubernetes_validate_strict(version: str | None) -> None:
+    """README: kubectl kustomize ops/k8s | kubernetes-validate --strict -"""
     validator = require_tool("kubernetes-validate")
-    manifest = tmp_path / "rendered.yaml"
-    manifest.write_text(rendered_text())
-    argv = [validator, "--strict", *(["-k", version] if version else []), str(manifest)]
-    result = run(argv)
+    argv = [validator, "--strict", *(["-k", version] if version else []), "-"]
+    result = run(argv, stdin=rendered_text())
     assert result.returncode == 0, result.stdout + result.stderr
     passed = [line for line in result.stdout.splitlines() if line.startswith("INFO")]
     warned = [line for line in result.stdout.splitlines() if line.startswith("WARN")]
@@ -184,3 +184,34 @@ def test_prometheus_rule_groups_pass_promtool(tmp_path: Path) -> None:
     rules.write_text(yaml.safe_dump(objects()["PrometheusRule"]["spec"]))
     result = run([promtool, "check", "rules", str(rules)])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def deploy_doc() -> Path:
+    """The Deploy section: in README.md once merged there, else ops/README-deploy.md."""
+    readme = OPS.parent / "README.md"
+    if readme.exists() and "## Deploy" in readme.read_text():
+        return readme
+    return OPS / "README-deploy.md"
+
+
+def test_documented_overlay_renders_and_validates(tmp_path: Path) -> None:
+    """The overlay example of the Deploy docs works against this base."""
+    text = deploy_doc().read_text()
+    marker = "# overlays/prod/kustomization.yaml\n"
+    assert marker in text, f"{deploy_doc()}: overlay example missing"
+    example = text.split(marker, 1)[1].split("```", 1)[0]
+    overlay = tmp_path / "overlays" / "prod"
+    overlay.mkdir(parents=True)
+    (overlay / "kustomization.yaml").write_text(example)
+    shutil.copytree(K8S, tmp_path / "ops" / "k8s")
+    kustomize = require_tool("kustomize", "kubectl")
+    sub = ["build"] if kustomize.endswith("kustomize") else ["kustomize"]
+    result = run([kustomize, *sub, str(overlay)])
+    assert result.returncode == 0, result.stderr
+    docs = {doc["kind"]: doc for doc in load_yaml_all(result.stdout)}
+    assert {doc["metadata"].get("namespace") for doc in docs.values()} == {"chat"}
+    assert docs["ConfigMap"]["data"]["GATEWAY_BROKER_URL"] == "redis://redis.chat.svc:6379/0"
+    assert docs["ConfigMap"]["data"]["GATEWAY_DRAIN_TIMEOUT"] == "25"  # merged, not replaced
+    validator = require_tool("kubernetes-validate")
+    checked = run([validator, "--strict", "-"], stdin=result.stdout)
+    assert checked.returncode == 0, checked.stdout
