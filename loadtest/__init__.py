@@ -1,0 +1,1 @@
+"""Load testing for the gateway: Locust users for operators, a fan-out benchmark for the team."""

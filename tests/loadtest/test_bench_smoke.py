@@ -1,0 +1,57 @@
+"""Smoke test of ``python -m loadtest.bench``: tiny numbers, real servers, behaviour only."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.support.servers import start_gateway
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def bench(*args: str, timeout: float = 60) -> dict[str, Any]:
+    out = Path(args[args.index("--json") + 1])
+    done = subprocess.run(
+        [sys.executable, "-m", "loadtest.bench", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    data: dict[str, Any] = json.loads(out.read_text())
+    return data
+
+
+def test_fanout_against_running_gateway(tmp_path: Path) -> None:
+    with start_gateway(env={"GATEWAY_RATE_LIMIT": "0"}) as gw:
+        data = bench(
+            "--scenario", "fanout", "--attach", gw.base_url,
+            "-N", "20", "-P", "2", "--rate", "50", "--duration", "2", "--warmup", "0.5",
+            "--json", str(tmp_path / "fanout.json"),
+        )  # fmt: skip
+    run = data["results"]["attached-fanout"]
+    assert run["connections"] == 22
+    assert run["recipients"] >= 20  # every subscriber (and maybe the sender) hears a message
+    assert run["deliveries"] > 0
+    assert run["delivered_ratio"] >= 0.99
+    assert run["p99_ms"] is not None
+    assert run["processes"] >= 1  # the gateway was found through its listening socket
+    assert run["server_cpu_s"] > 0
+    assert run["errors"] == 0
+
+
+def test_seed_baseline_and_stalled_receiver(tmp_path: Path) -> None:
+    data = bench(
+        "--scenario", "stalled", "--target", "seed", "--no-pin",
+        "-N", "10", "-P", "1", "--rate", "50", "--duration", "1", "--warmup", "0.2",
+        "--msg-bytes", "100", "--json", str(tmp_path / "stalled.json"),
+    )  # fmt: skip
+    control, stalled = data["results"]["seed-control"], data["results"]["seed-stalled"]
+    assert control["connections"] == stalled["connections"] == 11
+    assert control["delivered_ratio"] >= 0.99
+    assert stalled["deliveries"] > 0

@@ -1,0 +1,100 @@
+"""Smoke test of loadtest/locustfile.py: a short headless run against a real gateway.
+
+Asserts behaviour (users connect, messages come back, CSV written, the exit code follows the
+thresholds given on the command line), never speed.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.servers import start_gateway
+
+REPO = Path(__file__).resolve().parents[2]
+LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
+LOCUST = Path(sys.executable).with_name("locust")
+
+pytestmark = pytest.mark.skipif(
+    not LOCUST.exists(), reason="locust not installed (pip install -e '.[load]')"
+)
+
+
+def run_locust(base_url: str, csv_prefix: Path, seconds: int, *extra: str) -> tuple[int, str]:
+    cmd = [
+        str(LOCUST),
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "-u",
+        "4",
+        "-r",
+        "4",
+        "-t",
+        f"{seconds}s",
+        "--host",
+        base_url,
+        "--csv",
+        str(csv_prefix),
+        "--only-summary",
+        "--stop-timeout",
+        "2",
+        *extra,
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
+    done = subprocess.run(
+        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=seconds + 20
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def stats_rows(csv_prefix: Path) -> dict[str, dict[str, str]]:
+    with Path(f"{csv_prefix}_stats.csv").open(newline="") as fh:
+        return {row["Name"]: row for row in csv.DictReader(fh)}
+
+
+def test_headless_run_delivers_and_writes_csv(tmp_path: Path) -> None:
+    with start_gateway(env={"GATEWAY_RATE_LIMIT": "0"}) as gw:
+        code, output = run_locust(
+            gw.base_url,
+            tmp_path / "ok",
+            6,
+            "--msg-rate",
+            "2",
+            "--max-p99-ms",
+            "10000",
+            "--max-error-ratio",
+            "0.5",
+        )
+    assert code == 0, output
+    rows = stats_rows(tmp_path / "ok")
+    assert int(rows["connect"]["Request Count"]) >= 4, rows
+    assert int(rows["message rtt"]["Request Count"]) > 0, rows
+    assert int(rows["delivery"]["Request Count"]) > 0, rows
+    assert int(rows["Aggregated"]["Failure Count"]) == 0, rows
+
+
+def test_exit_code_follows_thresholds(tmp_path: Path) -> None:
+    # A tight rate limit makes error frames; an impossible p99 bound breaks too.
+    with start_gateway(env={"GATEWAY_RATE_LIMIT": "2/60"}) as gw:
+        code, output = run_locust(
+            gw.base_url,
+            tmp_path / "bad",
+            4,
+            "--msg-rate",
+            "4",
+            "--max-p99-ms",
+            "0.0001",
+            "--max-error-ratio",
+            "0.01",
+        )
+    assert code == 1, output
+    assert "threshold broken: p99 of" in output, output
+    assert "threshold broken: error ratio" in output, output
+    rows = stats_rows(tmp_path / "bad")
+    assert int(rows["error frame"]["Failure Count"]) > 0, rows
