@@ -14,7 +14,8 @@ const app = {
   me: "",
   token: new URLSearchParams(location.search).get("token"),
   ws: null,
-  wasConnected: false,
+  established: false, // this socket's session is up: the server acknowledged the lobby
+  wasConnected: false, // some earlier socket's session was up
   attempt: 0, // reconnects since the last good connection, for the backoff
   hintMs: null, // after_ms of the server's `reconnect` message, used for the close that follows
   byUser: false,
@@ -56,6 +57,7 @@ function connect() {
   clearRetry();
   if (app.ws) return;
   app.byUser = false;
+  app.established = false;
   app.idle = false;
   app.hintMs = null;
   setStatus("connecting");
@@ -67,17 +69,6 @@ function connect() {
     return;
   }
   app.ws = ws;
-  ws.addEventListener("open", () => {
-    if (ws !== app.ws) return;
-    setStatus("connected");
-    if (app.wasConnected) notice(app.active, "reconnected");
-    app.wasConnected = true;
-    // The server puts every connection in the lobby; join the other rooms again. Each `joined`
-    // ack then tells the page what to resume.
-    for (const room of app.rooms.values()) {
-      if (room.name !== LOBBY) send({ type: "join", room: room.name });
-    }
-  });
   ws.addEventListener("message", (event) => {
     if (ws === app.ws) onFrame(event.data);
   });
@@ -86,6 +77,22 @@ function connect() {
     app.ws = null;
     onClose(event);
   });
+}
+
+/**
+ * The server accepted this connection as a session: it acknowledged the lobby, where it puts every
+ * connection. (A socket can open and still be refused at once: a name in use, a draining server.)
+ */
+function onEstablished() {
+  app.established = true;
+  setStatus("connected");
+  if (app.wasConnected) notice(app.active, "reconnected");
+  app.wasConnected = true;
+  app.attempt = 0; // a working connection: the backoff starts over
+  // Join the other rooms again; each `joined` ack then tells the page what to resume.
+  for (const room of app.rooms.values()) {
+    if (room.name !== LOBBY) send({ type: "join", room: room.name });
+  }
 }
 
 function onClose(event) {
@@ -105,7 +112,7 @@ function onClose(event) {
     if (!app.byUser) notice(app.active, `disconnected (${event.code}): ${reason}`, "error");
     return;
   }
-  if (app.wasConnected && $("status").dataset.state === "connected") {
+  if (app.established) {
     notice(app.active, `connection lost (${event.code}${event.reason ? `: ${event.reason}` : ""})`);
   }
   app.attempt += 1;
@@ -144,7 +151,7 @@ const handlers = {
     // was missed while away on a rejoin. The server holds live messages back meanwhile.
     const after = room.history.resumeAfter(event.last_id);
     if (after !== null) send({ type: "resume", room: room.name, after });
-    if (room.name === LOBBY) app.attempt = 0; // a working connection: the backoff starts over
+    if (room.name === LOBBY && !app.established) onEstablished();
     refreshOnline();
   },
   message(event) {
