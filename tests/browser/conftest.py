@@ -83,13 +83,16 @@ def browser(chromium_path: str) -> Iterator[Browser]:
 
 @pytest.fixture
 def open_chat(browser: Browser) -> Iterator[OpenChat]:
-    """Opens the page at base_url (after `setup(page)`), enters as `name`, waits for `connected`."""
+    """Opens the page at base_url (after `setup(page)`), enters as `name`, waits for `status`."""
     from playwright.sync_api import expect
 
     opened: list[ChatPage] = []
 
     def open_page(
-        base_url: str, name: str, setup: Callable[[Page], None] | None = None
+        base_url: str,
+        name: str,
+        setup: Callable[[Page], None] | None = None,
+        status: str = "connected",
     ) -> ChatPage:
         context = browser.new_context(viewport={"width": 1100, "height": 680})
         context.set_default_timeout(TIMEOUT_MS)
@@ -113,7 +116,7 @@ def open_chat(browser: Browser) -> Iterator[OpenChat]:
         page.goto(base_url + "/")
         page.locator("#name").fill(name)
         page.locator("#enter").click()
-        expect(page.locator("#status")).to_have_text("connected", timeout=TIMEOUT_MS)
+        expect(page.locator("#status")).to_have_text(status, timeout=TIMEOUT_MS)
         opened.append(chat)
         return chat
 

@@ -32,8 +32,12 @@ class ChatPage:
 
 
 class OpenChat(Protocol):
-    """The `open_chat` fixture: open the page at base_url as `name` (after `setup(page)`)."""
+    """`open_chat`: the page at base_url, entered as `name` (after `setup(page)`), at `status`."""
 
     def __call__(
-        self, base_url: str, name: str, setup: Callable[[Page], None] | None = None
+        self,
+        base_url: str,
+        name: str,
+        setup: Callable[[Page], None] | None = None,
+        status: str = "connected",
     ) -> ChatPage: ...

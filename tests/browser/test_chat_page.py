@@ -76,6 +76,7 @@ def save_screenshot(page: Page) -> Path:
     path = ARTIFACTS / "chat-page.png"
     page.screenshot(path=str(path))
     if os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1":
+        (REPO / "docs").mkdir(exist_ok=True)
         shutil.copyfile(path, REPO / "docs" / "chat-page.png")
     return path
 
@@ -97,8 +98,8 @@ def test_two_people_chat_in_rooms_and_directly(open_chat: OpenChat) -> None:
         say(a, "hello bob")
         expect(texts(b, "lobby", "hello bob")).to_have_count(1)
         expect(log(b, "lobby").locator(".msg").last.locator(".from")).to_have_text("alice")
-        say(b, "hi alice 👋 — <3 & ünïcödé")
-        expect(texts(a, "lobby", "hi alice 👋 — <3 & ünïcödé")).to_have_count(1)
+        say(b, "hi alice — <3 & ünïcödé ✓")
+        expect(texts(a, "lobby", "hi alice — <3 & ünïcödé ✓")).to_have_count(1)
         expect(texts(a, "lobby", "hello bob")).to_have_count(1)
 
         # Another room: its messages stay in it.
@@ -143,6 +144,12 @@ def test_two_people_chat_in_rooms_and_directly(open_chat: OpenChat) -> None:
         expect(online(a, "alice")).to_have_count(1)
         pattern = re.compile(r"^bob left lobby$")
         expect(log(a, "lobby").locator(".notice", has_text=pattern)).to_have_count(1)
+
+        # A late arrival sees the lobby's recent history, once and in order.
+        carol = open_chat(gateway.base_url, "carol")
+        history = ["hello bob", "hi alice — <3 & ünïcödé ✓", "bye all"]
+        expect(log(carol.page, "lobby").locator(".msg .text")).to_have_text(history)
+        expect(online(a, "carol")).to_have_count(1)
 
 
 def test_dropped_page_honours_the_hint_and_resumes_what_it_missed(open_chat: OpenChat) -> None:
@@ -224,6 +231,25 @@ def test_dropped_page_honours_the_hint_and_resumes_what_it_missed(open_chat: Ope
         ops_texts = log(a, "ops").locator(".msg .text").all_inner_texts()
         assert ops_texts == ["ops before the drop", "ops, while alice is away"]
         expect(a.locator('#rooms button[data-room="ops"] .unread')).to_have_text("1")
+
+
+def test_a_name_in_use_is_refused_and_the_page_stays_offline(open_chat: OpenChat) -> None:
+    """Close 1008 (policy) on a page that never had a session: offline with the reason, no retry."""
+    attempts: list[str] = []
+    with start_gateway() as gateway:
+        open_chat(gateway.base_url, "alice")
+        second = open_chat(
+            gateway.base_url,
+            "alice",
+            lambda page: page.on("websocket", lambda ws: attempts.append(ws.url)),
+            status="offline",
+        )
+        page = second.page
+        expect(page.locator("#status-reason")).to_contain_text("already connected")
+        expect(page.locator("#reconnect")).to_be_visible()
+        expect(log(page, "lobby").locator(".notice.error")).to_contain_text("1008")
+        # "offline", not "reconnecting in Ns": the page planned no retry when it closed.
+        assert len(attempts) == 1, attempts
 
 
 HOSTILE_NAME = '<img src=x onerror="window.__pwned=1">'
