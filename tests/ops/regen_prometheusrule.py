@@ -33,7 +33,7 @@ def prometheus_rule() -> dict[str, Any]:
 
 
 def render() -> str:
-    return HEADER + yaml.safe_dump(prometheus_rule(), sort_keys=False, width=100)
+    return HEADER + str(yaml.safe_dump(prometheus_rule(), sort_keys=False, width=100))
 
 
 if __name__ == "__main__":
