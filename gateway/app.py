@@ -15,10 +15,10 @@ from typing import Any
 from fastapi import FastAPI, Header, HTTPException, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-from gateway import __version__
+from gateway import __version__, tracing
+from gateway import metrics as gateway_metrics
 from gateway.broker import BrokerUnavailable
 from gateway.hub import Hub
 from gateway.protocol import ProtocolError, is_valid_room, is_valid_user
@@ -35,18 +35,24 @@ class PublishRequest(BaseModel):
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
+    tracing_config = tracing.config_from_env()
     hub = Hub(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        tracing.start(tracing_config)
+        gateway_metrics.check_multiprocess()
         await hub.start()
         try:
             yield
         finally:
             await hub.aclose()
+            tracing.flush()
 
     app = FastAPI(title="gateway", version=__version__, lifespan=lifespan, docs_url=None)
     app.state.hub = hub
+    if tracing_config.enabled:
+        tracing.instrument(app)
     app.state.settings = settings
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR), check_dir=False), name="static")
 
@@ -63,13 +69,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
+        if hub.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
         if not hub.ready:
             return JSONResponse({"status": "broker unavailable"}, status_code=503)
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        body, content_type = gateway_metrics.exposition()
+        return Response(body, media_type=content_type)
 
     @app.get("/api/rooms/{room}/presence")
     async def presence(room: str) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from gateway.settings import Settings, SettingsError, load_settings
@@ -43,18 +42,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve_single(settings: Settings) -> int:
+    from gateway import logs, multiproc
+
+    multiproc.forget()
+    logs.configure(settings.log_level, settings.log_format)
+
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.lifecycle import DrainingServer
     from gateway.serving import uvicorn_options
+    from gateway.tracing import TracingConfigError
 
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    try:
+        app = create_app(settings)
+    except TracingConfigError as error:
+        print(f"gateway: invalid setting: {error}", file=sys.stderr)
+        return 2
     config = uvicorn.Config(
-        create_app(settings), host=settings.host, port=settings.port, **uvicorn_options(settings)
+        app, host=settings.host, port=settings.port, **uvicorn_options(settings)
     )
-    uvicorn.Server(config).run()
+    DrainingServer(config).run()
     return 0
 
 

@@ -11,14 +11,12 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import random
 import time
 from typing import Any
 
-from opentelemetry import trace
-from opentelemetry.propagate import extract
-from opentelemetry.trace import SpanKind
-
-from gateway import disconnect, metrics
+from gateway import disconnect, metrics, tracing
+from gateway.admission import Admission
 from gateway.broker import BrokerUnavailable, Envelope, create_broker, room_channel, user_channel
 from gateway.disconnect import Disconnect
 from gateway.outbox import OutFrame
@@ -29,7 +27,6 @@ from gateway.session import RoomCursor, Session
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.hub")
-tracer = trace.get_tracer("gateway")
 ROOM_PREFIX = "room:"
 
 
@@ -40,15 +37,22 @@ class Hub:
         self.broker = create_broker(settings.broker_url, self.deliver, settings.history_size)
         self.presence = create_presence(settings.broker_url)
         self.limiter = MessageRateLimiter(settings.rate_limit)
+        self.admission = Admission(settings)
         self.sessions: set[Session] = set()
         self._members: dict[str, set[Session]] = {}
         self._users: dict[str, set[Session]] = {}
         self._anonymous_ids = itertools.count(1)
         self._connection_ids = itertools.count(1)
         self._reaper: asyncio.Task[None] | None = None
+        self.draining = False
+        """Set by :func:`gateway.lifecycle.drain`: readiness off, new connections sent away."""
+        self.connections: dict[Session, asyncio.Task[Any]] = {}
+        """Every running connection task, attached or not (yet), so a drain can wait for its
+        last ``left`` event and cut it at the deadline."""
 
     async def start(self) -> None:
         await self.broker.start()
+        metrics.BROKER_UP.set(1 if self.broker.ready else 0)
         await self.presence.start()
         if self.settings.idle_timeout > 0:
             self._reaper = asyncio.create_task(self._reap_idle(), name="gateway-idle-reaper")
@@ -75,16 +79,38 @@ class Hub:
     def connection_id(self) -> str:
         return f"{id(self):x}-{next(self._connection_ids)}"
 
+    def send_away(self, session: Session) -> None:
+        """Tell the client when to come back, then close with 1012 once its queue is flushed.
+
+        ``after_ms`` is drawn over the drain jitter window, so the clients of a worker do not
+        all come back in the same second.
+        """
+        after_ms = round(random.uniform(0.0, self.settings.drain_jitter) * 1000)
+        session.send({"type": "reconnect", "after_ms": after_ms})
+        session.close(disconnect.DRAIN, flush=True)
+
     # Membership
 
-    async def attach(self, session: Session, *, allow_duplicate: bool) -> Disconnect | None:
-        """Register a new connection and put it in the lobby, or say why it may not stay."""
-        local = self._users.setdefault(session.user, set())
-        if not allow_duplicate and (local or await self.presence.connections_of(session.user) > 0):
-            if not local:
-                del self._users[session.user]
+    async def attach(
+        self, session: Session, *, allow_duplicate: bool, per_user_limit: int = 0
+    ) -> Disconnect | None:
+        """Register a new connection and put it in the lobby, or say why it may not stay.
+
+        ``per_user_limit`` (0 = none) caps the user's connections over all workers. The one
+        await (presence, shared by the workers) comes before the checks, so the checks and the
+        registration run without a suspension between them: exact within this worker.
+        """
+        elsewhere = 0
+        if not allow_duplicate or per_user_limit:
+            elsewhere = await self.presence.connections_of(session.user)
+        here = len(self._users.get(session.user, ()))
+        if not allow_duplicate and (here or elsewhere):
             return disconnect.DUPLICATE
-        local.add(session)
+        if per_user_limit and max(here, elsewhere) >= per_user_limit:
+            return disconnect.CONNECTION_LIMIT
+        if 0 < self.settings.max_connections <= len(self.sessions):
+            return disconnect.CONNECTION_LIMIT
+        self._users.setdefault(session.user, set()).add(session)
         self.sessions.add(session)
         metrics.CONNECTIONS.inc()
         try:
@@ -117,6 +143,9 @@ class Hub:
         if room in session.rooms:
             await self._acknowledge_join(session, room)
             return True
+        if not session.may_join(room):
+            session.reject(ProtocolError(ErrorCode.FORBIDDEN, f"not allowed in room {room!r}"))
+            return False
         if len(session.rooms) >= self.settings.max_rooms_per_connection:
             limit = self.settings.max_rooms_per_connection
             session.reject(ProtocolError(ErrorCode.FORBIDDEN, f"at most {limit} rooms at once"))
@@ -161,14 +190,16 @@ class Hub:
 
     async def _publish_presence(self, room: str, event: str, user: str, online: int) -> None:
         payload = {"type": "presence", "room": room, "event": event, "user": user, "online": online}
-        await self.broker.publish(self._envelope(room_channel(room), payload), keep=False)
+        await tracing.publish(self.broker, self._envelope(room_channel(room), payload), keep=False)
 
     # Publications
 
     async def publish_message(self, room: str, sender: str, text: str) -> Envelope:
         """Assign the next id in ``room`` and fan out; raises BrokerUnavailable, sending nothing."""
         event = {"type": "message", "id": "", "room": room, "from": sender, "text": text}
-        envelope = await self.broker.publish(self._envelope(room_channel(room), event), keep=True)
+        envelope = await tracing.publish(
+            self.broker, self._envelope(room_channel(room), event), keep=True
+        )
         metrics.MESSAGES_RECEIVED.inc()
         return envelope
 
@@ -176,7 +207,8 @@ class Hub:
         """Deliver to every connection of ``to`` and echo to the sender's other connections."""
         event = {"type": "direct", "from": sender, "to": to, "text": text}
         for user in dict.fromkeys((to, sender)):
-            await self.broker.publish(self._envelope(user_channel(user), dict(event)), keep=False)
+            envelope = self._envelope(user_channel(user), dict(event))
+            await tracing.publish(self.broker, envelope, keep=False)
         metrics.MESSAGES_RECEIVED.inc()
 
     def _envelope(self, channel: str, event: dict[str, Any]) -> Envelope:
@@ -192,21 +224,12 @@ class Hub:
         channel = envelope.channel
         room = channel[len(ROOM_PREFIX) :] if channel.startswith(ROOM_PREFIX) else None
         frame = OutFrame(envelope.event, channel, envelope.seq)
-        with tracer.start_as_current_span(
-            "broadcast",
-            context=extract(envelope.trace) if envelope.trace else None,
-            kind=SpanKind.CONSUMER,
-        ) as span:
+        with tracing.broadcast_span(self.broker, envelope, len(members)):
             started = time.perf_counter()
             written = 0
             for session in list(members):
                 written += session.deliver(frame, room)
             elapsed = time.perf_counter() - started
-            if span.is_recording():
-                span.set_attribute("messaging.destination.name", room or channel)
-                span.set_attribute("gateway.recipients", len(members))
-                if envelope.seq:
-                    span.set_attribute("messaging.message.id", str(envelope.seq))
         metrics.MESSAGES_DELIVERED.inc(written)
         metrics.BROADCAST_DURATION.observe(elapsed)
         metrics.BROADCAST_RECIPIENTS.observe(len(members))

@@ -61,15 +61,31 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(1000, ge=1)
     max_frame_bytes: int = Field(65536, ge=125)
     send_queue: int = Field(1000, ge=1)
+    socket_send_buffer: int = Field(0, ge=0)
     drain_timeout: float = Field(25.0, gt=0)
-    auth_secret: str = ""
+    drain_jitter: float = Field(5.0, ge=0)
+    """Window (seconds) over which a drain spreads clients' return: each ``reconnect`` carries an
+    ``after_ms`` drawn uniformly from it, so a deploy is not a reconnect storm."""
+    auth_secret: str = Field("", repr=False)
+    auth_leeway: float = Field(5.0, ge=0, le=300)
+    """Clock skew (seconds) tolerated on a token's ``exp`` and ``nbf``."""
     allowed_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    allow_no_origin: bool = True
+    """Admit handshakes without an ``Origin`` header (non-browser clients; browsers always send
+    one, so this does not weaken the cross-site check)."""
     history_size: int = Field(100, ge=0)
-    api_key: str = ""
+    api_key: str = Field("", repr=False)
     max_rooms_per_connection: int = Field(32, ge=1)
+    max_connections: int = Field(50_000, ge=0)
+    """Connections per worker (0 = no limit); beyond it a connection is closed with 1013."""
+    max_connections_per_user: int = Field(10, ge=0)
+    """Connections of one authenticated user, over all workers (0 = no limit)."""
+    connect_rate_limit: Annotated[RateLimit, NoDecode] = RateLimit(0, 0)
+    """WebSocket handshakes per window per client IP and worker, e.g. ``20/10``; ``0`` = off."""
     log_level: str = "info"
+    log_format: str = "auto"
 
-    @field_validator("rate_limit", mode="before")
+    @field_validator("rate_limit", "connect_rate_limit", mode="before")
     @classmethod
     def _parse_rate_limit(cls, value: object) -> RateLimit:
         if isinstance(value, RateLimit):
@@ -84,6 +100,24 @@ class Settings(BaseSettings):
         if isinstance(value, (list, tuple)):
             return tuple(str(part) for part in value)
         raise ValueError("expected a comma-separated list of origins")
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _normalize_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        normalized = []
+        for origin in value:
+            canonical = "*" if origin == "*" else canonical_origin(origin)
+            if canonical is None:
+                raise ValueError(f"{origin!r} is not an origin such as https://chat.example:8443")
+            normalized.append(canonical)
+        return tuple(normalized)
+
+    @field_validator("auth_secret")
+    @classmethod
+    def _check_auth_secret(cls, value: str) -> str:
+        if value and len(value.encode()) < 32:
+            raise ValueError("an HS256 secret must be at least 32 bytes (RFC 7518 section 3.2)")
+        return value
 
     @field_validator("broker_url")
     @classmethod
@@ -100,9 +134,38 @@ class Settings(BaseSettings):
             raise ValueError("expected debug, info, warning, error or critical")
         return value.lower()
 
+    @field_validator("log_format")
+    @classmethod
+    def _check_log_format(cls, value: str) -> str:
+        if value.lower() not in {"auto", "json", "text"}:
+            raise ValueError("expected auto (JSON unless stderr is a terminal), json or text")
+        return value.lower()
+
     @property
     def uses_shared_broker(self) -> bool:
         return not self.broker_url.startswith("memory:")
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def canonical_origin(origin: str) -> str | None:
+    """``scheme://host[:port]`` in lower case without a default port; ``None``: not an origin."""
+    try:
+        parts = urlsplit(origin.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme, host = parts.scheme.lower(), (parts.hostname or "")
+    if scheme not in DEFAULT_PORTS or not host or parts.path not in ("", "/"):
+        return None
+    if parts.query or parts.fragment or parts.username is not None:
+        return None
+    if ":" in host:
+        host = f"[{host}]"
+    if port is None or port == DEFAULT_PORTS[scheme]:
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
 
 
 def load_settings(**overrides: object) -> Settings:

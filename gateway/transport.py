@@ -13,7 +13,8 @@ import logging
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from gateway import disconnect, metrics
+from gateway import disconnect, logs, metrics, tracing
+from gateway.admission import Refusal, deny
 from gateway.disconnect import Disconnect
 from gateway.hub import Hub
 from gateway.outbox import ClientGone, Outbox, encode_text_frame
@@ -94,34 +95,76 @@ def _wire_format(websocket: WebSocket, default: WireFormat) -> WireFormat | None
 async def serve_connection(websocket: WebSocket, hub: Hub, user: str | None) -> None:
     """Run one connection from handshake to the last cleanup; ``user=None`` is anonymous."""
     wire = _wire_format(websocket, WireFormat.TEXT if user is None else WireFormat.JSON)
-    await websocket.accept()
+    admitted = await hub.admission.admit(websocket, user)
+    if isinstance(admitted, Refusal):
+        await deny(websocket, admitted)
+        return
+    await websocket.accept(admitted.subprotocol)
     metrics.CONNECTIONS_OPENED.inc()
+    tracing.detach_connection_span()
     if wire is None or (user is not None and not is_valid_user(user)):
         await _refuse(websocket, disconnect.POLICY)
         return
     sink = _sink_for(websocket)
     outbox = Outbox(sink, wire, hub.settings.send_queue, on_overflow=lambda: None)
-    session = Session(hub, user or hub.anonymous_user(), hub.connection_id(), wire, outbox)
+    session = Session(hub, admitted.user or hub.anonymous_user(), hub.connection_id(), wire, outbox)
+    session.may_join = admitted.may_join
+    logs.bind_connection(session.connection_id, session.user)
+    log.info("connection opened", extra={"path": websocket.url.path, "format": wire.value})
     writer = asyncio.create_task(outbox.run(), name=f"writer-{session.connection_id}")
+    _track(hub, session)
     ended = disconnect.SERVER_ERROR
+    expiry = None
     try:
-        refused = await hub.attach(session, allow_duplicate=user is None)
+        if hub.draining:
+            hub.send_away(session)
+            ended = disconnect.DRAIN
+            return
+        refused = await hub.attach(
+            session,
+            allow_duplicate=admitted.shares_identity,
+            per_user_limit=hub.settings.max_connections_per_user if admitted.identity else 0,
+        )
         if refused is not None:
             session.close(refused)
             ended = refused
             return
+        expiry = hub.admission.expire(session, admitted)
         ended = await _read_loop(websocket, session)
     except Exception:
         log.exception("connection failed", extra={"connection_id": session.connection_id})
         session.close(disconnect.SERVER_ERROR)
         ended = disconnect.SERVER_ERROR
     finally:
+        if expiry is not None:
+            expiry.cancel()
         await hub.detach(session)
         if not writer.done():
             session.close(ended)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(writer, timeout=hub.settings.drain_timeout)
         metrics.CONNECTIONS_CLOSED.labels(ended.reason).inc()
+        log.info(
+            "connection closed",
+            extra={"reason": ended.reason, "code": ended.code, "detail": ended.detail},
+        )
+
+
+def _track(hub: Hub, session: Session) -> None:
+    """List the connection's task in ``hub.connections`` until the task (cleanup included) ends."""
+    task = asyncio.current_task()
+    assert task is not None
+    hub.connections[session] = task
+    task.add_done_callback(lambda _: hub.connections.pop(session, None))
+
+
+def abort(session: Session) -> bool:
+    """Cut the connection without a closing handshake (a drain's deadline); False if we can't."""
+    sink = session.outbox.sink
+    if not isinstance(sink, DirectSink):
+        return False
+    sink.protocol.transport.abort()
+    return True
 
 
 async def _read_loop(websocket: WebSocket, session: Session) -> Disconnect:
@@ -148,5 +191,9 @@ def _why_closed(websocket: WebSocket, session: Session, code: int) -> Disconnect
 
 
 async def _refuse(websocket: WebSocket, reason: Disconnect) -> None:
+    log.info(
+        "connection refused",
+        extra={"path": websocket.url.path, "reason": reason.reason, "code": reason.code},
+    )
     await websocket.close(reason.code, reason.detail)
     metrics.CONNECTIONS_CLOSED.labels(reason.reason).inc()
