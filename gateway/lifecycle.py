@@ -144,7 +144,8 @@ class DrainingServer(uvicorn.Server):
             reserve = shutdown_reserve(timeout)
             limit = (self.stop_requested_at or time.monotonic()) + timeout
             if sockets is not None:
-                self._stop_accepting(sockets)
+                for server in self.servers:
+                    server.close()
             graceful = min(self.config.timeout_graceful_shutdown or reserve, reserve / 4)
             # Typed int by uvicorn, but only ever handed to asyncio.wait_for.
             self.config.timeout_graceful_shutdown = graceful  # type: ignore[assignment]
@@ -153,12 +154,6 @@ class DrainingServer(uvicorn.Server):
                     drain(hub, deadline=limit - reserve, cut_grace=reserve / 2)
                 )
         await super().shutdown(sockets)
-
-    def _stop_accepting(self, sockets: list[socket.socket]) -> None:
-        for server in self.servers:
-            server.close()
-        for sock in sockets:
-            sock.close()
 
     async def _unless_forced(self, work: Awaitable[Any]) -> None:
         """Run ``work``, giving up on it if a second Ctrl-C asks for a forced exit."""
