@@ -27,6 +27,7 @@ from opentelemetry.trace import Link, SpanKind, Tracer
 
 from gateway import __version__
 from gateway.broker import Broker, Envelope
+from gateway.logs import redact
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -175,8 +176,25 @@ def instrument(app: FastAPI) -> None:
 
     excluded = os.environ.get("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", "/healthz,/readyz,/metrics")
     FastAPIInstrumentor.instrument_app(
-        app, exclude_spans=["send", "receive"], excluded_urls=excluded
+        app,
+        exclude_spans=["send", "receive"],
+        excluded_urls=excluded,
+        server_request_hook=_scrub_token,
     )
+
+
+_URL_ATTRIBUTES = ("http.url", "http.target", "url.full", "url.query")
+
+
+def _scrub_token(span: Any, scope: dict[str, Any]) -> None:
+    """A WebSocket token may ride in the query string: keep it out of the span's URL."""
+    if b"token=" not in scope.get("query_string", b"") or not span.is_recording():
+        return
+    recorded = getattr(span, "attributes", None) or {}
+    for key in _URL_ATTRIBUTES:
+        value = recorded.get(key)
+        if isinstance(value, str):
+            span.set_attribute(key, redact(value))
 
 
 # Spans on the message path
