@@ -14,8 +14,15 @@ from enum import Enum, StrEnum
 from typing import Any, Final, TypeGuard
 
 ROOM_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
-USER_PATTERN: Final = re.compile(r"[^\x00-\x1f\x7f/\\]{1,64}")
+USER_PATTERN: Final = re.compile(
+    r"[^\x00-\x1f\x7f-\x9f/\\\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\ud800-\udfff]{1,64}"
+)
+"""Any printable name up to 64 characters, but no C0/C1 controls, no slashes, no invisible or
+bidirectional formatting characters (a name must look like what it is) and no lone surrogates
+(which JSON escapes can carry but UTF-8 cannot encode)."""
 DEFAULT_ROOM: Final = "lobby"
+MAX_MESSAGE_ID: Final = 2**63
+"""Ids are 64-bit sequence numbers (what Redis counters hold); a larger ``after`` is invalid."""
 
 
 class WireFormat(Enum):
@@ -102,9 +109,11 @@ class Codec:
             return ProtocolError(ErrorCode.INVALID, "text must be a string")
         if not text.strip():
             return ProtocolError(ErrorCode.INVALID, "Invalid message format: empty message")
-        if len(text) > self.max_message_bytes or (
-            len(text.encode("utf-8", "surrogatepass")) > self.max_message_bytes
-        ):
+        try:
+            size = len(text) if len(text) > self.max_message_bytes else len(text.encode())
+        except UnicodeEncodeError:
+            return ProtocolError(ErrorCode.INVALID, "text is not valid Unicode (lone surrogate)")
+        if size > self.max_message_bytes:
             return ProtocolError(
                 ErrorCode.TOO_LARGE, f"Message too large: at most {self.max_message_bytes} bytes"
             )
@@ -177,10 +186,10 @@ def parse_message_id(raw: object) -> int | None:
         return 0
     if isinstance(raw, bool):
         return None
-    if isinstance(raw, int):
-        return raw if raw >= 0 else None
     if isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 19:
-        return int(raw)
+        raw = int(raw)
+    if isinstance(raw, int):
+        return raw if 0 <= raw < MAX_MESSAGE_ID else None
     return None
 
 

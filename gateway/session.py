@@ -7,7 +7,9 @@ here be tested with a fake sink and the memory broker.
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +33,8 @@ from gateway.protocol import (
 
 if TYPE_CHECKING:
     from gateway.hub import Hub
+
+log = logging.getLogger("gateway.session")
 
 
 @dataclass(slots=True)
@@ -61,6 +65,8 @@ class Session:
         self.last_activity = time.monotonic()
         self.strikes = 0
         self.closing: Disconnect | None = None
+        self.may_join: Callable[[str], bool] = lambda room: True
+        """The rooms the identity's token grants (see :mod:`gateway.auth`)."""
         outbox.on_overflow = self._slow_consumer
 
     def __repr__(self) -> str:
@@ -187,6 +193,7 @@ class Session:
         self.send(error_event(ProtocolError(code, detail)))
 
     def reject(self, error: ProtocolError) -> None:
+        log.debug("message rejected", extra={"code": error.code.value})
         if error.code.value in metrics.REJECT_REASONS:
             metrics.MESSAGES_REJECTED.labels(error.code.value).inc()
         self.send(error_event(error))

@@ -17,6 +17,7 @@ extension is absent and the app falls back to plain ASGI sends.
 from __future__ import annotations
 
 import random
+import socket
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -26,6 +27,22 @@ EXTENSION = "gateway.transport"
 
 class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     heartbeat_timed_out = False
+    send_buffer_bytes = 0
+    """Kernel send buffer per socket (SO_SNDBUF); 0 keeps the OS default.
+
+    Linux autotunes a stalled peer's buffer up to ``tcp_wmem`` max (4 MiB here): that much
+    per connection hides a slow consumer from the send queue and costs kernel memory.
+    """
+
+    @classmethod
+    def configured(cls, send_buffer_bytes: int) -> type[GatewayWebSocketProtocol]:
+        return type(cls.__name__, (cls,), {"send_buffer_bytes": send_buffer_bytes})
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if self.send_buffer_bytes and sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes)
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -41,6 +58,25 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     def keepalive_timeout(self) -> None:
         self.heartbeat_timed_out = True
         super().keepalive_timeout()
+
+    def data_received(self, data: bytes) -> None:
+        """uvicorn never flushes the HTTP error the websockets parser answers a malformed
+        handshake with (414 for a request line over 8 KiB, 400 for bad headers): without this
+        the connection hangs, holding a socket, until the client gives up."""
+        super().data_received(data)
+        if not self.handshake_initiated and not self.transport.is_closing():
+            rejection = self.conn.data_to_send()
+            if rejection:
+                self.transport.write(b"".join(rejection))
+                self.transport.close()
+
+    async def send(self, message: Any) -> None:
+        """uvicorn's sans-I/O protocol sends a denial response (``websocket.http.response``,
+        the gateway's 403/429) but leaves the handshake marked incomplete, then logs an error
+        for every refused handshake: a flood of refusals must not flood the error log."""
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+            self.handshake_complete = True
 
     def can_write(self) -> bool:
         return (
