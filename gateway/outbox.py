@@ -91,6 +91,7 @@ class Outbox:
         self.closing: Disconnect | None = None
         self._queue: deque[str] = deque()
         self._wake = asyncio.Event()
+        self._blocked_send: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -122,6 +123,8 @@ class Outbox:
         self.closing = disconnect
         if not flush:
             self._queue.clear()
+            if self._blocked_send is not None:
+                self._blocked_send.cancel()
         self._wake.set()
 
     async def run(self) -> None:
@@ -132,13 +135,27 @@ class Outbox:
                 self._wake.clear()
                 while self._queue:
                     payload, count = self._take_batch()
-                    await self.sink.send_text(payload)
-                    metrics.MESSAGES_DELIVERED.inc(count)
+                    if await self._send(payload):
+                        metrics.MESSAGES_DELIVERED.inc(count)
                 if self.closing is not None:
                     await self.sink.close(self.closing.code, self.closing.detail)
                     return
         except ClientGone:
             return
+
+    async def _send(self, payload: str) -> bool:
+        """Send one frame; False when a close without flush abandoned it (the peer is stuck)."""
+        self._blocked_send = asyncio.ensure_future(self.sink.send_text(payload))
+        try:
+            await asyncio.shield(self._blocked_send)
+        except asyncio.CancelledError:
+            if not self._blocked_send.cancelled():
+                self._blocked_send.cancel()
+                raise
+            return False
+        finally:
+            self._blocked_send = None
+        return True
 
     def _take_batch(self) -> tuple[str, int]:
         if self.wire is WireFormat.TEXT or len(self._queue) == 1:
