@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from importlib.resources import files
 from typing import Any
 
-from fastapi import FastAPI, Header, HTTPException, WebSocket
+from fastapi import Depends, FastAPI, Header, HTTPException, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
@@ -86,11 +86,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         online = await hub.presence.online(room)
         return {"room": room, "online": online, "count": len(online)}
 
-    @app.post("/api/rooms/{room}/messages", status_code=202)
-    async def publish(
-        room: str, body: PublishRequest, authorization: str = Header("")
-    ) -> dict[str, Any]:
+    def api_key(authorization: str = Header("")) -> None:
+        """A dependency, so an unauthenticated caller gets 401 before the body is validated."""
         _require_api_key(settings, authorization)
+
+    @app.post("/api/rooms/{room}/messages", status_code=202, dependencies=[Depends(api_key)])
+    async def publish(room: str, body: PublishRequest) -> dict[str, Any]:
         _require_room(room)
         checked = hub.codec.check_text(body.text)
         if isinstance(checked, ProtocolError):

@@ -15,7 +15,15 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="bind address (default GATEWAY_HOST or 0.0.0.0)")
     serve.add_argument("--port", type=int, help="bind port (default GATEWAY_PORT or 8000)")
     serve.add_argument("--workers", type=int, default=1, help="gunicorn workers (default 1)")
+    token = commands.add_parser(
+        "token", help="mint a development JWT signed with GATEWAY_AUTH_SECRET"
+    )
+    token.add_argument("--sub", required=True, help="the identity (the token's sub claim)")
+    token.add_argument("--rooms", help="comma list of rooms or prefix* it may join (default any)")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
     args = parser.parse_args(argv)
+    if args.command == "token":
+        return mint_token(args.sub, args.rooms, args.ttl)
 
     overrides: dict[str, object] = {}
     if args.host:
@@ -39,6 +47,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers > 1:
         return serve_workers(settings, args.workers)
     return serve_single(settings)
+
+
+def mint_token(sub: str, rooms: str | None, ttl: int) -> int:
+    """Print a token to stdout; the secret comes only from the environment, never argv, so it
+    stays out of shell history and ``ps``."""
+    from gateway.auth import mint
+
+    try:
+        secret = load_settings().auth_secret
+    except SettingsError as error:
+        print(f"gateway: invalid setting: {error}", file=sys.stderr)
+        return 2
+    if not secret:
+        print("gateway: token needs GATEWAY_AUTH_SECRET (the server's secret)", file=sys.stderr)
+        return 2
+    if ttl < 1:
+        print("gateway: --ttl must be at least 1 second", file=sys.stderr)
+        return 2
+    grants = None if rooms is None else [room.strip() for room in rooms.split(",") if room.strip()]
+    try:
+        print(mint(secret, sub, ttl=ttl, rooms=grants))
+    except ValueError as error:
+        print(f"gateway: {error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def serve_single(settings: Settings) -> int:
@@ -67,8 +100,24 @@ def serve_single(settings: Settings) -> int:
 
 
 def serve_workers(settings: Settings, workers: int) -> int:
-    print("gateway: --workers needs the gunicorn integration, not built yet", file=sys.stderr)
-    return 2
+    """Become the gunicorn master (exec, same pid): signals from a terminal, a supervisor or a
+    test reach it directly, and nothing this process imported crosses into the fleet.
+
+    The fleet reads everything from the environment (``gateway.gunicorn_conf``, then each
+    worker's settings), so the command line's choices travel there.
+    """
+    import os
+
+    env = {
+        **os.environ,
+        "GATEWAY_HOST": settings.host,
+        "GATEWAY_PORT": str(settings.port),
+        "GATEWAY_WORKERS": str(workers),
+    }
+    argv = [sys.executable, "-m", "gunicorn", "--config", "python:gateway.gunicorn_conf"]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [*argv, "gateway.app:app"], env)
 
 
 if __name__ == "__main__":
