@@ -34,6 +34,7 @@ from gateway.auth import (
     TokenError,
     any_room,
     close_at_expiry,
+    install_log_redaction,
     token_from,
 )
 from gateway.settings import DEFAULT_PORTS, RateLimit, Settings, canonical_origin
@@ -141,6 +142,7 @@ class Admission:
         )
         self.origins = OriginPolicy(settings.allowed_origins, settings.allow_no_origin)
         self.connect_rate = ConnectRateLimiter(settings.connect_rate_limit)
+        install_log_redaction()
 
     async def admit(self, websocket: WebSocket, path_user: str | None) -> Admitted | Refusal:
         ip = websocket.client.host if websocket.client else "unknown"
