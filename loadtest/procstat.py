@@ -172,7 +172,9 @@ def machine() -> Machine:
         if line.startswith("MemTotal:"):
             mem_kib = int(line.split()[1])
     try:
-        cores = int(subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip())
+        # --all: this process may be pinned to one core already.
+        nproc = subprocess.run(["nproc", "--all"], capture_output=True, text=True)
+        cores = int(nproc.stdout.strip())
     except (OSError, ValueError):
         cores = os.cpu_count() or 1
     return Machine(

@@ -66,7 +66,7 @@ class Server:
             return f"/ws/{client_id}?format=text"
         return f"/ws/{client_id}"
 
-    def stop(self, timeout: float = 15.0) -> None:
+    def stop(self, timeout: float = 8.0) -> None:
         if self.popen is None:
             return
         if self.popen.poll() is None:
@@ -211,9 +211,12 @@ def start_gateway(
     workers: int = 1,
     env: dict[str, str] | None = None,
     label: str = "gateway",
+    command: list[str] | None = None,
 ) -> Server:
+    """``gateway serve`` (or ``command serve``) on a free loopback port, pinned to ``core``."""
     port = free_port()
-    cmd = [*_pin(core), *gateway_command(), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    base = command or gateway_command()
+    cmd = [*_pin(core), *base, "serve", "--host", "127.0.0.1", "--port", str(port)]
     if workers > 1:
         cmd += ["--workers", str(workers)]
     full_env = dict(os.environ)

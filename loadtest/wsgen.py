@@ -347,14 +347,21 @@ async def connect_many(
     concurrency: int = 200,
     rcvbuf: dict[int, int] | None = None,
     deadline_s: float = 300.0,
+    on_open: Callable[[int, WSClient], None] | None = None,
 ) -> list[WSClient]:
-    """Open one connection per path (in order), ``concurrency`` handshakes at a time."""
+    """Open one connection per path (in order), ``concurrency`` handshakes at a time.
+
+    ``on_open(index, client)`` runs right after each handshake (e.g. to send a join).
+    """
     sem = asyncio.Semaphore(concurrency)
     rcv = rcvbuf or {}
 
     async def one(index: int, path: str) -> WSClient:
         async with sem:
-            return await connect(stats, host, port, path, rcvbuf=rcv.get(index))
+            client = await connect(stats, host, port, path, rcvbuf=rcv.get(index))
+            if on_open is not None:
+                on_open(index, client)
+            return client
 
     return await asyncio.wait_for(
         asyncio.gather(*(one(i, p) for i, p in enumerate(paths))), deadline_s
