@@ -1,8 +1,15 @@
-"""The embedded broker: one process, no other server. Publishing is synchronous fan-out."""
+"""The embedded broker: one process, no other server. Publishing is synchronous fan-out.
+
+History dies with the process, but ids must not go backwards when it restarts: a client that
+resumes after id 41 would otherwise never see the new process's messages 1..41. So each
+channel's sequence starts at the time it was first used, in microseconds; ids stay increasing
+across restarts as long as a process publishes fewer than a million messages a second.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict, deque
+import time
+from collections import deque
 
 from gateway.broker.base import Broker, DeliverFn, Envelope, History
 
@@ -11,12 +18,12 @@ class MemoryBroker(Broker):
     def __init__(self, deliver: DeliverFn, history_size: int) -> None:
         super().__init__(deliver, history_size)
         self._subscribed: set[str] = set()
-        self._sequences: dict[str, int] = defaultdict(int)
+        self._sequences: dict[str, int] = {}
         self._history: dict[str, deque[Envelope]] = {}
 
     async def publish(self, envelope: Envelope, *, keep: bool) -> Envelope:
         if keep:
-            seq = self._sequences[envelope.channel] + 1
+            seq = self._sequences.get(envelope.channel, time.time_ns() // 1000) + 1
             self._sequences[envelope.channel] = seq
             envelope.seq = seq
             envelope.event["id"] = str(seq)
@@ -36,8 +43,10 @@ class MemoryBroker(Broker):
         self._subscribed.discard(channel)
 
     async def history(self, channel: str, after: int) -> History:
+        last = self._sequences.get(channel)
+        if last is None:
+            return History([], complete=after == 0)
         ring = self._history.get(channel, ())
         kept = [envelope for envelope in ring if envelope.seq > after]
-        last = self._sequences.get(channel, 0)
         oldest = ring[0].seq if ring else last + 1
         return History(kept, complete=after >= oldest - 1 or after >= last)

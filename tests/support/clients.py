@@ -1,0 +1,129 @@
+"""WebSocket and metrics helpers for tests against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import ClientConnection, connect
+
+from tests.support.servers import scaled
+
+
+async def open_ws(url: str, **kwargs: Any) -> ClientConnection:
+    return await connect(url, open_timeout=scaled(10), **kwargs)
+
+
+async def recv_events(ws: ClientConnection, timeout: float = 5) -> list[dict[str, Any]]:
+    """One frame's JSON events (the server may batch several, newline-separated)."""
+    async with asyncio.timeout(scaled(timeout)):
+        frame = await ws.recv()
+    assert isinstance(frame, str)
+    return [json.loads(line) for line in frame.split("\n") if line]
+
+
+async def recv_until(
+    ws: ClientConnection,
+    predicate: Callable[[dict[str, Any]], bool],
+    timeout: float = 5,
+    limit: int = 10_000,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Read events until one matches; returns it and everything read before it."""
+    seen: list[dict[str, Any]] = []
+    async with asyncio.timeout(scaled(timeout)):
+        for _ in range(limit):
+            frame = await ws.recv()
+            assert isinstance(frame, str)
+            for line in frame.split("\n"):
+                if not line:
+                    continue
+                event = json.loads(line)
+                if predicate(event):
+                    return event, seen
+                seen.append(event)
+    raise AssertionError(f"no matching event in {limit} frames: {seen[-5:]}")
+
+
+def of_type(kind: str, **fields: Any) -> Callable[[dict[str, Any]], bool]:
+    return lambda event: (
+        event.get("type") == kind and all(event.get(key) == value for key, value in fields.items())
+    )
+
+
+async def recv_text_until(
+    ws: ClientConnection, predicate: Callable[[str], bool], timeout: float = 5, limit: int = 1000
+) -> tuple[str, list[str]]:
+    seen: list[str] = []
+    async with asyncio.timeout(scaled(timeout)):
+        for _ in range(limit):
+            frame = await ws.recv()
+            assert isinstance(frame, str)
+            if predicate(frame):
+                return frame, seen
+            seen.append(frame)
+    raise AssertionError(f"no matching frame in {limit}: {seen[-5:]}")
+
+
+async def wait_closed(ws: ClientConnection, timeout: float = 5) -> tuple[int | None, str]:
+    """Read (and discard) until the server closes; returns the close code and reason."""
+    async with asyncio.timeout(scaled(timeout)):
+        await ws.wait_closed()
+    close = ws.protocol.close_rcvd
+    return (close.code, close.reason) if close is not None else (None, "")
+
+
+def scrape(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of /metrics, keyed by (sample name, sorted labels)."""
+    text = httpx.get(base_url + "/metrics", timeout=scaled(5)).text
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def metric(base_url: str, name: str, **labels: str) -> float:
+    return scrape(base_url).get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def raw_handshake(
+    port: int, path: str, extra_headers: str = "", receive_buffer: int | None = None
+) -> socket.socket:
+    """A bare TCP socket that completes a WebSocket handshake and then does only what it's told."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(scaled(5))
+    sock.connect(("127.0.0.1", port))
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        f"Sec-WebSocket-Version: 13\r\n{extra_headers}\r\n"
+    )
+    sock.sendall(request.encode())
+    response = b""
+    while b"\r\n\r\n" not in response:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError("closed during handshake")
+        response += chunk
+    assert response.startswith(b"HTTP/1.1 101"), response
+    return sock
+
+
+def masked_frame(opcode: int, payload: bytes) -> bytes:
+    """A client frame (clients must mask) with FIN set; zero mask keeps the payload readable."""
+    header = bytes([0x80 | opcode])
+    length = len(payload)
+    if length < 126:
+        header += bytes([0x80 | length])
+    elif length < 65536:
+        header += bytes([0x80 | 126]) + length.to_bytes(2, "big")
+    else:
+        header += bytes([0x80 | 127]) + length.to_bytes(8, "big")
+    return header + b"\x00\x00\x00\x00" + payload

@@ -1,0 +1,222 @@
+"""The chat logic without sockets: hub, sessions and outboxes over the memory broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from gateway import disconnect
+from gateway.broker import History
+from gateway.hub import Hub
+from gateway.outbox import Outbox
+from gateway.protocol import WireFormat
+from gateway.session import Session
+from gateway.settings import RateLimit, load_settings
+
+
+class FakeSink:
+    """Records what a connection would have written; can pretend the socket is full."""
+
+    def __init__(self) -> None:
+        self.writable = True
+        self.raw: list[bytes] = []
+        self.sent: list[str] = []
+        self.closed: tuple[int, str] | None = None
+        self.unblocked = asyncio.Event()
+        self.unblocked.set()
+
+    def writable_now(self) -> bool:
+        return self.writable
+
+    def write_now(self, data: bytes) -> None:
+        self.raw.append(data)
+
+    async def send_text(self, payload: str) -> None:
+        await self.unblocked.wait()
+        self.sent.append(payload)
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+    def events(self) -> list[dict[str, Any]]:
+        texts = [frame[2:].decode() if frame[1] < 126 else frame[4:].decode() for frame in self.raw]
+        return [json.loads(line) for text in texts + self.sent for line in text.split("\n")]
+
+
+class Client:
+    def __init__(self, hub: Hub, user: str, wire: WireFormat = WireFormat.JSON) -> None:
+        self.sink = FakeSink()
+        outbox = Outbox(self.sink, wire, hub.settings.send_queue, on_overflow=lambda: None)
+        self.session = Session(hub, user, hub.connection_id(), wire, outbox)
+        self.writer = asyncio.create_task(outbox.run())
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        return [event for event in self.sink.events() if kind is None or event["type"] == kind]
+
+    async def say(self, frame: str) -> None:
+        await self.session.on_text(frame)
+
+
+@pytest.fixture
+async def hub() -> Any:
+    hub = Hub(load_settings(rate_limit=RateLimit(0, 0), send_queue=5, idle_timeout=0))
+    await hub.start()
+    yield hub
+    await hub.aclose()
+
+
+async def connect(hub: Hub, user: str, **kwargs: Any) -> Client:
+    client = Client(hub, user, **kwargs)
+    assert await hub.attach(client.session, allow_duplicate=False) is None
+    return client
+
+
+async def test_broadcast_is_encoded_once_for_every_recipient(hub: Hub) -> None:
+    alice, bob = await connect(hub, "alice"), await connect(hub, "bob")
+    await alice.say('{"type":"message","text":"hello"}')
+    assert alice.sink.raw[-1] is bob.sink.raw[-1]
+    message = bob.events("message")[-1]
+    assert (message["from"], message["text"], message["room"]) == ("alice", "hello", "lobby")
+    assert int(message["id"]) > 0
+
+
+async def test_every_connection_starts_in_the_lobby_with_presence(hub: Hub) -> None:
+    alice = await connect(hub, "alice")
+    bob = await connect(hub, "bob")
+    assert alice.events("joined") == [{"type": "joined", "room": "lobby", "online": ["alice"]}]
+    joined = [(e["user"], e["online"]) for e in alice.events("presence")]
+    assert joined == [("alice", 1), ("bob", 2)]
+    await hub.detach(bob.session)
+    assert alice.events("presence")[-1] | {"ts": 0} == {
+        "type": "presence",
+        "room": "lobby",
+        "event": "left",
+        "user": "bob",
+        "online": 1,
+        "ts": 0,
+    }
+
+
+async def test_rooms_are_separate(hub: Hub) -> None:
+    alice, bob = await connect(hub, "alice"), await connect(hub, "bob")
+    await alice.say('{"type":"join","room":"games"}')
+    await alice.say('{"type":"message","room":"games","text":"gg"}')
+    assert [e["text"] for e in alice.events("message")] == ["gg"]
+    assert bob.events("message") == []
+    await bob.say('{"type":"message","room":"games","text":"let me in"}')
+    assert bob.events("error")[-1]["code"] == "unknown_room"
+
+
+async def test_direct_messages_reach_the_recipient_and_echo(hub: Hub) -> None:
+    alice, bob, carol = [await connect(hub, name) for name in ("alice", "bob", "carol")]
+    await alice.say('{"type":"direct","to":"bob","text":"psst"}')
+    assert [e["text"] for e in bob.events("direct")] == ["psst"]
+    assert [e["to"] for e in alice.events("direct")] == ["bob"]
+    assert carol.events("direct") == []
+    await alice.say('{"type":"direct","to":"nobody","text":"hello?"}')
+    assert alice.events("error")[-1]["code"] == "invalid"
+
+
+async def test_resume_replays_history_then_held_live_messages_without_gap_or_twin(
+    hub: Hub,
+) -> None:
+    alice, bob = await connect(hub, "alice"), await connect(hub, "bob")
+    for n in range(5):
+        await alice.say(f'{{"type":"message","text":"m{n}"}}')
+    real_history = hub.broker.history
+
+    async def history_while_live_messages_arrive(channel: str, after: int) -> History:
+        snapshot = await real_history(channel, after)
+        await alice.say('{"type":"message","text":"live-1"}')
+        await alice.say('{"type":"message","text":"live-2"}')
+        return snapshot
+
+    hub.broker.history = history_while_live_messages_arrive  # type: ignore[method-assign]
+    third = bob.events("message")[2]["id"]
+    bob.sink.raw.clear()
+    await bob.say(f'{{"type":"resume","room":"lobby","after":"{int(third) - 1}"}}')
+    texts = [e["text"] for e in bob.events("message")]
+    assert texts == ["m2", "m3", "m4", "live-1", "live-2"]
+    assert bob.events("resumed")[-1]["recovered"] is True
+
+
+async def test_resume_past_the_history_says_not_recovered() -> None:
+    hub = Hub(load_settings(rate_limit=RateLimit(0, 0), history_size=3, idle_timeout=0))
+    await hub.start()
+    alice = await connect(hub, "alice")
+    for n in range(6):
+        await alice.say(f"m{n}")
+    first = alice.events("message")[0]["id"]
+    await alice.say(f'{{"type":"resume","room":"lobby","after":"{first}"}}')
+    resumed = alice.events("resumed")[-1]
+    assert (resumed["recovered"], resumed["count"]) == (False, 3)
+    await hub.aclose()
+
+
+async def test_slow_consumer_is_closed_and_nobody_else_notices(hub: Hub) -> None:
+    alice, stalled = await connect(hub, "alice"), await connect(hub, "stalled")
+    stalled.sink.writable = False
+    stalled.sink.unblocked.clear()
+    for n in range(10):
+        await alice.say(f"flood {n}")
+    assert stalled.session.closing is disconnect.SLOW_CONSUMER
+    assert [e["text"] for e in alice.events("message")] == [f"flood {n}" for n in range(10)]
+    stalled.sink.unblocked.set()
+    await asyncio.wait_for(stalled.writer, 5)
+    assert stalled.sink.closed == (1013, "slow consumer")
+
+
+async def test_backlog_is_coalesced_into_newline_delimited_frames(hub: Hub) -> None:
+    alice, lagging = await connect(hub, "alice"), await connect(hub, "lagging")
+    lagging.sink.writable = False
+    lagging.sink.unblocked.clear()
+    for n in range(3):
+        await alice.say(f"m{n}")
+    lagging.sink.unblocked.set()
+    for _ in range(100):
+        if lagging.sink.sent:
+            break
+        await asyncio.sleep(0)
+    assert len(lagging.sink.sent) == 1
+    assert [json.loads(line)["text"] for line in lagging.sink.sent[0].split("\n")] == [
+        "m0",
+        "m1",
+        "m2",
+    ]
+
+
+async def test_rate_limit_then_abuse_closes_with_policy() -> None:
+    hub = Hub(load_settings(rate_limit=RateLimit(3, 60), rate_limit_strikes=2, idle_timeout=0))
+    await hub.start()
+    alice = await connect(hub, "alice")
+    for n in range(4):
+        await alice.say(f"m{n}")
+    assert [e["code"] for e in alice.events("error")] == ["rate_limited"]
+    assert alice.session.closing is None
+    await alice.say("again")
+    assert alice.session.closing is disconnect.ABUSE
+    assert len(alice.events("message")) == 3
+    await hub.aclose()
+
+
+async def test_duplicate_client_id_is_refused(hub: Hub) -> None:
+    await connect(hub, "alice")
+    twin = Client(hub, "alice")
+    assert await hub.attach(twin.session, allow_duplicate=False) is disconnect.DUPLICATE
+
+
+async def test_text_format_gets_the_seed_sentences(hub: Hub) -> None:
+    seed = await connect(hub, "seed", wire=WireFormat.TEXT)
+    alice = await connect(hub, "alice")
+    await alice.say("hello")
+    await seed.say("   ")
+    texts = [frame[2:].decode() for frame in seed.sink.raw]
+    assert texts == [
+        "seed joined. 1 users online.",
+        "alice joined. 2 users online.",
+        "alice: hello",
+        "Invalid message format: empty message",
+    ]
