@@ -31,6 +31,7 @@ DUPLICATE = Disconnect(1008, "policy", "client id already connected", reconnect=
 TOKEN_EXPIRED = Disconnect(1008, "policy", "token expired", reconnect=True)
 MESSAGE_TOO_BIG = Disconnect(1009, "policy", "frame too large", reconnect=False)
 INVALID_UTF8 = Disconnect(1007, "policy", "invalid utf-8", reconnect=False)
+PROTOCOL_ERROR = Disconnect(1002, "policy", "protocol error", reconnect=False)
 SERVER_ERROR = Disconnect(1011, "error", "server error", reconnect=True)
 
 CLOSE_REASONS = (
@@ -50,6 +51,8 @@ def from_peer_close(code: int) -> Disconnect:
         return MESSAGE_TOO_BIG
     if code == 1007:
         return INVALID_UTF8
+    if code == 1002:
+        return PROTOCOL_ERROR
     if code in (1000, 1001, 1005):
         return CLIENT
     if code == 1006:

@@ -185,8 +185,11 @@ def _why_closed(websocket: WebSocket, session: Session, code: int) -> Disconnect
     if session.closing is not None:
         return session.closing
     protocol = websocket.scope.get("extensions", {}).get(EXTENSION)
-    if isinstance(protocol, GatewayWebSocketProtocol) and protocol.heartbeat_timed_out:
-        return disconnect.HEARTBEAT_TIMEOUT
+    if isinstance(protocol, GatewayWebSocketProtocol):
+        if protocol.heartbeat_timed_out:
+            return disconnect.HEARTBEAT_TIMEOUT
+        if protocol.conn.close_rcvd_then_sent:
+            return disconnect.CLIENT  # the peer closed first: its code (even 1011) is its own
     return disconnect.from_peer_close(code)
 
 

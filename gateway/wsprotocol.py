@@ -16,6 +16,7 @@ extension is absent and the app falls back to plain ASGI sends.
 
 from __future__ import annotations
 
+import logging
 import random
 import socket
 from typing import Any
@@ -23,6 +24,11 @@ from typing import Any
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 EXTENSION = "gateway.transport"
+
+
+class _ClientFaultLog(logging.LoggerAdapter[logging.Logger]):
+    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
+        self.info(msg, *args)
 
 
 class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -69,6 +75,15 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             if rejection:
                 self.transport.write(b"".join(rejection))
                 self.transport.close()
+
+    def send_receive_event_to_app(self) -> None:
+        """uvicorn logs invalid UTF-8 from a client as an error with a traceback; it is the
+        client's fault (answered with 1007, counted as ``policy``), so one line at info."""
+        logger, self.logger = self.logger, _ClientFaultLog(self.logger)  # type: ignore[assignment]
+        try:
+            super().send_receive_event_to_app()
+        finally:
+            self.logger = logger
 
     async def send(self, message: Any) -> None:
         """uvicorn's sans-I/O protocol sends a denial response (``websocket.http.response``,
