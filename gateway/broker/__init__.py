@@ -34,8 +34,8 @@ def create_broker(url: str, deliver: DeliverFn, history_size: int) -> Broker:
         return MemoryBroker(deliver, history_size)
     if scheme in {"redis", "rediss"}:
         try:
-            from gateway.broker.redis import RedisBroker  # type: ignore[import-not-found,unused-ignore]
+            from gateway.broker.redis import RedisBroker
         except ImportError as error:
             raise ValueError(f"redis broker unavailable: {error}") from error
-        return RedisBroker(url, deliver, history_size)  # type: ignore[no-any-return,unused-ignore]
+        return RedisBroker(url, deliver, history_size)
     raise ValueError(f"unsupported broker URL scheme: {scheme!r}")

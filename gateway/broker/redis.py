@@ -1,0 +1,394 @@
+"""Redis fan-out: a room's id, its bounded history and live delivery in one atomic step.
+
+Publishing a kept message runs one Lua script, after Centrifugo's Redis engine: HINCRBY the
+room's sequence, XADD the envelope to the room's stream under the explicit id ``0-<seq>`` (exact
+MAXLEN), PUBLISH ``<seq>:<envelope>``. Redis runs scripts one at a time, so ids are ordered per
+room across every worker and host, and every subscriber hears a room in id order. A room's
+sequence starts from Redis' clock (milliseconds x 1000) whenever its meta key is created, so ids
+keep growing after Redis loses its data: sessions still holding an old id would otherwise drop
+the renumbered messages as already seen.
+
+One pub/sub connection per worker follows local interest. A supervisor task owns it: on any
+error it marks the broker unready, reconnects with capped, jittered backoff, subscribes every
+channel again and replays from the streams what the rooms received meanwhile (deduplicated by
+id), so a Redis hiccup costs neither a subscription nor a kept message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from gateway import metrics
+from gateway.broker.base import Broker, BrokerUnavailable, DeliverFn, Envelope, History
+
+log = logging.getLogger("gateway.broker")
+
+DEFAULT_PREFIX = "gateway"
+HISTORY_TTL = 7 * 24 * 3600
+"""Seconds a room's sequence and history outlive its last publication."""
+CONNECT_TIMEOUT = 2.0
+COMMAND_TIMEOUT = 5.0
+PING_INTERVAL = 3.0
+"""Seconds of pub/sub silence before a PING; three silent intervals count as a dead link."""
+BACKOFF_BASE = 0.1
+BACKOFF_CAP = 5.0
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ReadOnlyError,
+    OSError,
+)
+"""Errors that mean "Redis cannot be reached now" (``TimeoutError`` is an ``OSError``)."""
+
+PUBLISH_SCRIPT = """
+local meta, stream = KEYS[1], KEYS[2]
+local seq
+if redis.call('EXISTS', meta) == 1 then
+  seq = redis.call('HINCRBY', meta, 's', 1)
+else
+  local now = redis.call('TIME')
+  local base = tonumber(now[1]) * 1000000 + math.floor(tonumber(now[2]) / 1000) * 1000
+  seq = base + 1
+  redis.call('HSET', meta, 'b', string.format('%.0f', base), 's', string.format('%.0f', seq))
+end
+local id = string.format('%.0f', seq)
+if tonumber(ARGV[3]) > 0 then
+  redis.call('XADD', stream, 'MAXLEN', ARGV[3], '0-' .. id, 'd', ARGV[2])
+  redis.call('EXPIRE', stream, ARGV[4])
+end
+redis.call('EXPIRE', meta, ARGV[4])
+redis.call('PUBLISH', ARGV[1], id .. ':' .. ARGV[2])
+return id
+"""
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """``redis://host:port/db?prefix=p`` -> (the URL redis-py accepts, the key prefix).
+
+    The prefix namespaces every key and channel, so several deployments (or test runs) can
+    share one Redis.
+    """
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = next((value for key, value in query if key == "prefix"), "") or DEFAULT_PREFIX
+    rest = urlencode([(key, value) for key, value in query if key != "prefix"])
+    return urlunsplit(parts._replace(query=rest)), prefix
+
+
+def connect(url: str, *, retries: int) -> Redis:
+    """A client that fails fast: the gateway reports an outage rather than hanging in retries.
+
+    One immediate retry lets a pooled connection that Redis closed (a restart) reconnect.
+    """
+    return Redis.from_url(
+        url,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        socket_timeout=COMMAND_TIMEOUT,
+        retry=Retry(NoBackoff(), retries),
+    )
+
+
+class RedisBroker(Broker):
+    def __init__(self, url: str, deliver: DeliverFn, history_size: int) -> None:
+        super().__init__(deliver, history_size)
+        self.url, self.prefix = split_url(url)
+        self._commands: Redis | None = None
+        self._subscriber: Redis | None = None
+        self._publish_script: Any = None
+        self._channels: set[str] = set()
+        """Channels with local interest: what the pub/sub connection must hear."""
+        self._last_seq: dict[str, int] = {}
+        """Highest id delivered per subscribed room, to replay what an outage hid, once."""
+        self._pubsub: PubSub | None = None
+        self._confirmations: dict[bytes, list[asyncio.Future[None]]] = {}
+        """Joins waiting for Redis to confirm their SUBSCRIBE (see :meth:`subscribe`)."""
+        self._supervisor: asyncio.Task[None] | None = None
+        self._first_attempt = asyncio.Event()
+        self._ready = False
+        self._closing = False
+        self._tokens = itertools.count(1)
+        self.control_channel = f"{self.prefix}:control"
+
+    # Keys
+
+    def topic(self, channel: str) -> str:
+        return f"{self.prefix}:{channel}"
+
+    def keys(self, channel: str) -> tuple[str, str]:
+        """The room's meta hash and stream, hash-tagged so a cluster keeps them together."""
+        tag = f"{self.prefix}:{{{channel}}}"
+        return f"{tag}:meta", f"{tag}:stream"
+
+    # Lifecycle
+
+    async def start(self) -> None:
+        self._commands = connect(self.url, retries=1)
+        self._subscriber = connect(self.url, retries=0)
+        self._publish_script = self._commands.register_script(PUBLISH_SCRIPT)
+        metrics.BROKER_UP.set(0)
+        self._supervisor = asyncio.create_task(self._supervise(), name="gateway-redis-pubsub")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CONNECT_TIMEOUT + COMMAND_TIMEOUT):
+                await self._first_attempt.wait()
+
+    async def aclose(self) -> None:
+        self._closing = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        self._set_ready(False)
+        for client in (self._commands, self._subscriber):
+            if client is not None:
+                with contextlib.suppress(*UNAVAILABLE):
+                    await client.aclose()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    def _set_ready(self, ready: bool) -> None:
+        if ready != self._ready and not self._closing:
+            log.info("redis broker %s", "connected" if ready else "unavailable")
+        self._ready = ready
+        metrics.BROKER_UP.set(1 if ready else 0)
+
+    # Publishing and history
+
+    async def publish(self, envelope: Envelope, *, keep: bool) -> Envelope:
+        if self._commands is None:
+            raise BrokerUnavailable("broker not started")
+        payload = envelope.dumps()
+        topic = self.topic(envelope.channel)
+        try:
+            if keep:
+                raw = await self._publish_script(
+                    keys=list(self.keys(envelope.channel)),
+                    args=[topic, payload, self.history_size, HISTORY_TTL],
+                )
+                envelope.seq = int(raw)
+                envelope.event["id"] = str(envelope.seq)
+            else:
+                await self._commands.publish(topic, "0:" + payload)
+        except UNAVAILABLE as error:
+            raise BrokerUnavailable(f"redis: {error}") from error
+        return envelope
+
+    async def history(self, channel: str, after: int) -> History:
+        if self._commands is None:
+            raise BrokerUnavailable("broker not started")
+        meta, stream = self.keys(channel)
+        try:
+            async with self._commands.pipeline(transaction=True) as pipe:
+                pipe.hmget(meta, ["b", "s"])
+                pipe.xrange(stream, "-", "+", count=1)
+                pipe.xrange(stream, f"(0-{after}", "+")
+                (base_raw, top_raw), oldest, entries = await pipe.execute()
+        except UNAVAILABLE as error:
+            raise BrokerUnavailable(f"redis: {error}") from error
+        messages = [_envelope(_stream_seq(entry_id), fields[b"d"]) for entry_id, fields in entries]
+        if top_raw is None:
+            return History(messages, complete=after == 0)
+        base, top = int(base_raw), int(top_raw)
+        first = _stream_seq(oldest[0][0]) if oldest else top + 1
+        if after >= top:
+            complete = True
+        elif after == 0 or after >= base:
+            complete = first <= max(after, base) + 1
+        else:
+            complete = False  # an id from before Redis lost the room's data
+        return History(messages, complete)
+
+    # Subscriptions
+
+    async def subscribe(self, channel: str) -> None:
+        """Returns once Redis confirms the subscription, so whatever is published after a join
+        reaches the new member (and a resume's history read leaves no gap before live
+        delivery). Never raises: while Redis is away the interest is kept and subscribed again
+        on reconnect."""
+        self._channels.add(channel)
+        pubsub = self._pubsub
+        if pubsub is None:
+            return
+        topic = self.topic(channel).encode()
+        confirmed = asyncio.get_running_loop().create_future()
+        waiting = self._confirmations.setdefault(topic, [])
+        waiting.append(confirmed)
+        try:
+            await pubsub.subscribe(topic)
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                await confirmed
+        except UNAVAILABLE:
+            pass
+        finally:
+            waiting.remove(confirmed)
+            if not waiting:
+                self._confirmations.pop(topic, None)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._channels.discard(channel)
+        self._last_seq.pop(channel, None)
+        pubsub = self._pubsub
+        if pubsub is not None:
+            with contextlib.suppress(*UNAVAILABLE):
+                await pubsub.unsubscribe(self.topic(channel))
+
+    # The pub/sub connection
+
+    async def _supervise(self) -> None:
+        attempt = 0
+        while not self._closing:
+            assert self._subscriber is not None
+            pubsub = self._subscriber.pubsub()
+            try:
+                pending = await self._open(pubsub)
+                self._set_ready(True)
+                self._first_attempt.set()
+                attempt = 0
+                for message in pending:
+                    self._on_message(message)
+                await self._read(pubsub)
+            except UNAVAILABLE as error:
+                if self._ready or attempt == 0:
+                    log.warning("redis pub/sub connection lost: %s", error)
+            except Exception:
+                log.exception("redis pub/sub reader failed; reconnecting")
+            finally:
+                self._pubsub = None
+                self._set_ready(False)
+                self._confirm_all()
+                self._first_attempt.set()
+                with contextlib.suppress(*UNAVAILABLE):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            if not self._closing:
+                await self._backoff(attempt)
+                attempt += 1
+
+    async def _backoff(self, attempt: int) -> None:
+        """Capped exponential delay with jitter, so a fleet does not reconnect in lockstep."""
+        delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempt, 16))
+        await asyncio.sleep(random.uniform(delay / 2, delay))
+
+    async def _open(self, pubsub: PubSub) -> list[dict[str, Any]]:
+        """Subscribe every channel of interest and replay what the rooms got meanwhile.
+
+        Returns the live messages that arrived while the replay was read; the caller delivers
+        them after it (older ids are dropped there as already delivered).
+        """
+        await pubsub.subscribe(self.control_channel)
+        self._pubsub = pubsub  # from here on, new interest is subscribed directly
+        channels = sorted(self._channels)
+        if channels:
+            await pubsub.subscribe(*(self.topic(channel) for channel in channels))
+        pending = await self._sync(pubsub)
+        await self._catch_up(channels)
+        return pending
+
+    async def _sync(self, pubsub: PubSub) -> list[dict[str, Any]]:
+        """Wait until Redis has applied the subscriptions (a PING's reply follows them)."""
+        token = f"sync-{next(self._tokens)}".encode()
+        await pubsub.ping(token)
+        pending: list[dict[str, Any]] = []
+        async with asyncio.timeout(COMMAND_TIMEOUT):
+            while True:
+                message = await pubsub.get_message(timeout=COMMAND_TIMEOUT)
+                if message is None:
+                    continue
+                if message["type"] == "pong" and message["data"] == token:
+                    return pending
+                if message["type"] == "message":
+                    pending.append(message)
+                elif message["type"] == "subscribe":
+                    self._confirm(message["channel"])
+
+    async def _catch_up(self, channels: list[str]) -> None:
+        rooms = [channel for channel in channels if self._last_seq.get(channel)]
+        if not rooms or self._commands is None:
+            return
+        async with self._commands.pipeline(transaction=False) as pipe:
+            for channel in rooms:
+                pipe.xrange(self.keys(channel)[1], f"(0-{self._last_seq[channel]}", "+")
+            results = await pipe.execute()
+        replayed = 0
+        for entries in results:
+            for entry_id, fields in entries:
+                replayed += self._accept(_envelope(_stream_seq(entry_id), fields[b"d"]))
+        if replayed:
+            log.info("replayed %d messages published while pub/sub was down", replayed)
+
+    async def _read(self, pubsub: PubSub) -> None:
+        silent = 0
+        while True:
+            message = await pubsub.get_message(timeout=PING_INTERVAL)
+            if message is None:
+                silent += 1
+                if silent >= 3:
+                    raise RedisTimeoutError("no reply from redis to pub/sub PINGs")
+                await pubsub.ping()
+                continue
+            silent = 0
+            if message["type"] == "message":
+                self._on_message(message)
+            elif message["type"] == "subscribe":
+                self._confirm(message["channel"])
+
+    def _confirm(self, topic: bytes) -> None:
+        for confirmed in self._confirmations.get(topic, ()):
+            if not confirmed.done():
+                confirmed.set_result(None)
+
+    def _confirm_all(self) -> None:
+        """The connection is gone: nobody should wait for it (the next one resubscribes)."""
+        for topic in list(self._confirmations):
+            self._confirm(topic)
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        data = message["data"]
+        seq, _, payload = data.partition(b":")
+        try:
+            envelope = _envelope(int(seq), payload)
+        except (ValueError, KeyError, TypeError):
+            log.exception("undecodable publication on %r", message.get("channel"))
+            return
+        self._accept(envelope)
+
+    def _accept(self, envelope: Envelope) -> int:
+        """Deliver unless the channel lost interest or this id was delivered already."""
+        channel = envelope.channel
+        if channel not in self._channels:
+            return 0
+        if envelope.seq:
+            if envelope.seq <= self._last_seq.get(channel, 0):
+                return 0
+            self._last_seq[channel] = envelope.seq
+        try:
+            self.deliver(envelope)
+        except Exception:
+            log.exception("local delivery failed on %s", channel)
+        return 1
+
+
+def _stream_seq(entry_id: bytes) -> int:
+    return int(entry_id.rpartition(b"-")[2])
+
+
+def _envelope(seq: int, payload: bytes) -> Envelope:
+    envelope = Envelope.loads(payload)
+    envelope.seq = seq
+    if seq:
+        envelope.event["id"] = str(seq)
+    return envelope
