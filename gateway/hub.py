@@ -35,8 +35,8 @@ class Hub:
         self.settings = settings
         self.codec = Codec(settings.max_message_bytes)
         self.broker = create_broker(settings.broker_url, self.deliver, settings.history_size)
-        self.presence = create_presence(settings.broker_url)
-        self.limiter = MessageRateLimiter(settings.rate_limit)
+        self.presence = create_presence(settings.broker_url, settings.presence_ttl)
+        self.limiter = MessageRateLimiter(settings.rate_limit, settings.broker_url)
         self.admission = Admission(settings)
         self.sessions: set[Session] = set()
         self._members: dict[str, set[Session]] = {}
@@ -64,6 +64,7 @@ class Hub:
                 await self._reaper
         await self.presence.aclose()
         await self.broker.aclose()
+        await self.limiter.aclose()
 
     @property
     def ready(self) -> bool:
@@ -102,7 +103,10 @@ class Hub:
         """
         elsewhere = 0
         if not allow_duplicate or per_user_limit:
-            elsewhere = await self.presence.connections_of(session.user)
+            try:
+                elsewhere = await self.presence.connections_of(session.user)
+            except BrokerUnavailable:
+                return disconnect.SERVER_ERROR
         here = len(self._users.get(session.user, ()))
         if not allow_duplicate and (here or elsewhere):
             return disconnect.DUPLICATE
@@ -155,7 +159,9 @@ class Hub:
         await self._subscribe(room_channel(room), session)
         await self.presence.add(room, session.user, session.connection_id)
         online = await self._acknowledge_join(session, room)
-        await self._publish_presence(room, "joined", session.user, len(online))
+        if online is not None:
+            with contextlib.suppress(BrokerUnavailable):
+                await self._publish_presence(room, "joined", session.user, len(online))
         return True
 
     async def leave(self, session: Session, room: str) -> None:
@@ -165,11 +171,18 @@ class Hub:
             session.current_room = next(iter(session.rooms), DEFAULT_ROOM)
         await self._unsubscribe(room_channel(room), session)
         await self.presence.remove(room, session.user, session.connection_id)
-        online = await self.presence.online(room)
-        await self._publish_presence(room, "left", session.user, len(online))
+        with contextlib.suppress(BrokerUnavailable):
+            online = await self.presence.online(room)
+            await self._publish_presence(room, "left", session.user, len(online))
 
-    async def _acknowledge_join(self, session: Session, room: str) -> list[str]:
-        online = await self.presence.online(room)
+    async def _acknowledge_join(self, session: Session, room: str) -> list[str] | None:
+        """The ``joined`` ack with who is online; ``None`` (and an error) while presence is
+        unreachable: the membership stands, only the list is missing."""
+        try:
+            online = await self.presence.online(room)
+        except BrokerUnavailable:
+            session.send_error(ErrorCode.UNAVAILABLE, f"in room {room!r}; presence unavailable")
+            return None
         session.send({"type": "joined", "room": room, "online": online})
         return online
 

@@ -6,21 +6,65 @@ meaning exactly. The storage URI lets several workers share one budget through R
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
 from limits import RateLimitItemPerSecond
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError
 from limits.storage import storage_from_string
 
 from gateway.settings import RateLimit
 
+log = logging.getLogger("gateway.ratelimit")
+
 
 class MessageRateLimiter:
-    def __init__(self, rate: RateLimit, storage_uri: str = "async+memory://") -> None:
+    """``broker_url``: with Redis, every worker and host draws on one budget per client."""
+
+    def __init__(self, rate: RateLimit, broker_url: str = "memory://") -> None:
         self.enabled = rate.enabled
         self._item = RateLimitItemPerSecond(max(rate.messages, 1), max(rate.window_seconds, 1))
-        storage = storage_from_string(storage_uri)
-        self._limiter = MovingWindowRateLimiter(storage)
+        self._pool: Any = None
+        self._limiter = MovingWindowRateLimiter(self._storage(broker_url))
 
     async def allow(self, client_key: str) -> bool:
         if not self.enabled:
             return True
-        return await self._limiter.hit(self._item, "messages", client_key)
+        try:
+            return await self._limiter.hit(self._item, "messages", client_key)
+        except StorageError as error:
+            # Redis is unreachable: the publish that follows fails with an error frame anyway,
+            # so admitting the message here loses nothing and drops no connection.
+            log.debug("rate limit storage unavailable: %s", error.storage_error)
+            return True
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.disconnect()
+
+    def _storage(self, broker_url: str) -> Any:
+        if urlsplit(broker_url).scheme not in {"redis", "rediss"}:
+            return storage_from_string("async+memory://")
+        from redis.asyncio import ConnectionPool
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        from gateway.broker.redis import COMMAND_TIMEOUT, CONNECT_TIMEOUT, split_url
+
+        url, prefix = split_url(broker_url)
+        # Our own pool (fail fast like the broker's clients, closed by aclose).
+        self._pool = ConnectionPool.from_url(
+            url,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_timeout=COMMAND_TIMEOUT,
+            retry=Retry(NoBackoff(), 1),
+        )
+        options: dict[str, Any] = {
+            "implementation": "redispy",
+            "key_prefix": f"{prefix}:ratelimit",
+            "wrap_exceptions": True,
+            "connection_pool": self._pool,
+        }
+        return storage_from_string(f"async+{url}", **options)

@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     """Admit handshakes without an ``Origin`` header (non-browser clients; browsers always send
     one, so this does not weaken the cross-site check)."""
     history_size: int = Field(100, ge=0)
+    presence_ttl: float = Field(15.0, ge=0.5)
+    """Seconds a presence entry outlives its last refresh (every third of it): how long a
+    crashed worker's users still appear online. Redis broker only."""
+    workers: int = Field(0, ge=0)
+    """gunicorn workers; 0 = one per CPU with a shared broker, else 1."""
     api_key: str = Field("", repr=False)
     max_rooms_per_connection: int = Field(32, ge=1)
     max_connections: int = Field(50_000, ge=0)

@@ -10,9 +10,10 @@ from gateway.presence.memory import USER_ROOM, MemoryPresence
 __all__ = ["USER_ROOM", "MemoryPresence", "Presence", "create_presence"]
 
 
-def create_presence(url: str) -> Presence:
+def create_presence(url: str, ttl: float = 15.0) -> Presence:
+    """``ttl``: how long a Redis entry outlives its last refresh (a dead worker's users)."""
     if urlsplit(url).scheme in {"redis", "rediss"}:
-        from gateway.presence.redis import RedisPresence  # type: ignore[import-not-found,unused-ignore]
+        from gateway.presence.redis import RedisPresence
 
-        return RedisPresence(url)  # type: ignore[no-any-return,unused-ignore]
+        return RedisPresence(url, ttl)
     return MemoryPresence()
