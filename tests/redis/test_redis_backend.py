@@ -1,0 +1,266 @@
+"""The Redis backends as several workers see them, and through Redis outages.
+
+Each broker or presence object here stands for one worker; the outage tests run a private
+redis-server and stop it, kill its connections or restart it empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from gateway.broker import BrokerUnavailable, room_channel
+from gateway.broker.redis import RedisBroker, split_url
+from gateway.presence.redis import RedisPresence
+from gateway.ratelimit import MessageRateLimiter
+from gateway.settings import RateLimit
+from tests.contract.test_backends import Inbox, message
+from tests.support.redis import RedisServer
+from tests.support.servers import scaled
+
+pytestmark = pytest.mark.redis
+
+
+class Workers:
+    """Brokers and presences on one URL, closed at the end of the test."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.closers: list[Callable[[], Awaitable[None]]] = []
+
+    async def broker(self, inbox: Inbox | None = None, history_size: int = 100) -> RedisBroker:
+        broker = RedisBroker(self.url, inbox or Inbox(), history_size)
+        await broker.start()
+        self.closers.append(broker.aclose)
+        return broker
+
+    async def presence(self, ttl: float = 15.0) -> RedisPresence:
+        presence = RedisPresence(self.url, ttl)
+        await presence.start()
+        self.closers.append(presence.aclose)
+        return presence
+
+    async def close(self) -> None:
+        for close in reversed(self.closers):
+            await close()
+
+
+@pytest.fixture
+async def workers(redis_url: str) -> AsyncIterator[Workers]:
+    fleet = Workers(redis_url)
+    yield fleet
+    await fleet.close()
+
+
+@pytest.fixture
+async def own_workers(own_redis: RedisServer) -> AsyncIterator[Workers]:
+    fleet = Workers(f"{own_redis.url}?prefix=outage")
+    yield fleet
+    await fleet.close()
+
+
+async def eventually(predicate: Callable[[], Any], seconds: float, what: str) -> None:
+    """Poll ``predicate`` (sync or async) with a deadline, letting the event loop run."""
+    deadline = time.monotonic() + scaled(seconds)
+    while not await _call(predicate):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {seconds}s for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def _call(predicate: Callable[[], Any]) -> bool:
+    result = predicate()
+    if asyncio.iscoroutine(result):
+        result = await result
+    return bool(result)
+
+
+def test_url_prefix_is_taken_out_of_the_redis_url() -> None:
+    assert split_url("redis://h:1/2?prefix=p&socket_timeout=3") == (
+        "redis://h:1/2?socket_timeout=3",
+        "p",
+    )
+    assert split_url("redis://h:1/0") == ("redis://h:1/0", "gateway")
+
+
+# Several workers, one Redis
+
+
+async def test_ids_are_ordered_across_workers(workers: Workers) -> None:
+    inboxes = [Inbox(), Inbox()]
+    brokers = [await workers.broker(inbox) for inbox in inboxes]
+    for broker in brokers:
+        await broker.subscribe(room_channel("shared"))
+
+    async def publish_from(broker: RedisBroker, name: str) -> list[int]:
+        seqs = []
+        for n in range(25):
+            seqs.append((await broker.publish(message("shared", f"{name}{n}"), keep=True)).seq)
+        return seqs
+
+    a_seqs, b_seqs = await asyncio.gather(
+        publish_from(brokers[0], "a"), publish_from(brokers[1], "b")
+    )
+    assert a_seqs == sorted(a_seqs)
+    assert b_seqs == sorted(b_seqs)
+    every = sorted(a_seqs + b_seqs)
+    assert len(set(every)) == 50
+    assert every == list(range(every[0], every[0] + 50)), "one sequence, no holes"
+    for inbox in inboxes:
+        heard = await inbox.take(50)
+        assert [e.seq for e in heard] == every
+    history = await brokers[1].history(room_channel("shared"), every[9])
+    assert [e.seq for e in history.messages] == every[10:]
+    assert history.complete
+
+
+async def test_presence_is_shared_and_a_dead_workers_entries_expire(workers: Workers) -> None:
+    alive = await workers.presence(ttl=1.5)
+    crashed = await workers.presence(ttl=1.5)
+    await alive.add("lobby", "ann", "a1")
+    await crashed.add("lobby", "ghost", "g1")
+    await crashed.add("\x00user", "ghost", "g1")
+    assert await alive.online("lobby") == ["ann", "ghost"]
+    assert await alive.connections_of("ghost") == 1
+
+    # The "crashed" worker stops refreshing without cleaning up, like a kill -9.
+    assert crashed._refresher is not None
+    crashed._refresher.cancel()
+    crashed._local.clear()
+    died = time.monotonic()
+    await eventually(lambda: _online(alive, "lobby", ["ann"]), 5, "the ghost to expire")
+    assert time.monotonic() - died <= scaled(1.5 + 1.0)
+    assert await alive.connections_of("ghost") == 0
+    # ann is refreshed by her live worker, well past the TTL.
+    await asyncio.sleep(1.5 * 1.5)  # not a synchronisation: outliving the TTL is the point
+    assert await alive.online("lobby") == ["ann"]
+
+
+async def test_rate_limit_budget_is_shared_by_workers(redis_url: str) -> None:
+    first = MessageRateLimiter(RateLimit(3, 60), redis_url)
+    second = MessageRateLimiter(RateLimit(3, 60), redis_url)
+    try:
+        allowed = [await first.allow("u"), await second.allow("u"), await first.allow("u")]
+        assert allowed == [True] * 3
+        assert not await second.allow("u")
+        assert not await first.allow("u")
+        assert await second.allow("someone-else")
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+# Outages
+
+
+async def test_broker_through_a_redis_restart(own_redis: RedisServer, own_workers: Workers) -> None:
+    """The known failure of peers: a subscription silently lost after a Redis hiccup."""
+    inbox = Inbox()
+    subscriber = await own_workers.broker(inbox)
+    publisher = await own_workers.broker()
+    assert subscriber.ready
+    assert publisher.ready
+    await subscriber.subscribe(room_channel("r"))
+    before = await publisher.publish(message("r", "before"), keep=True)
+    assert (await inbox.next()).seq == before.seq
+
+    own_redis.stop()
+    await eventually(lambda: not subscriber.ready and not publisher.ready, 5, "unready brokers")
+    with pytest.raises(BrokerUnavailable):
+        await publisher.publish(message("r", "during"), keep=True)
+    with pytest.raises(BrokerUnavailable):
+        await subscriber.history(room_channel("r"), 0)
+    await subscriber.subscribe(room_channel("joined-during-outage"))  # kept, never raises
+
+    own_redis.start()  # empty: no persistence
+    await eventually(lambda: subscriber.ready and publisher.ready, 15, "brokers to reconnect")
+    after = await publisher.publish(message("r", "after"), keep=True)
+    also = await publisher.publish(message("joined-during-outage", "late"), keep=True)
+    heard = await inbox.take(2)
+    assert [e.event["text"] for e in heard] == ["after", "late"]
+    assert after.seq > before.seq, "ids keep growing although Redis lost the room's sequence"
+    assert also.seq > 0
+    assert inbox.queue.empty()
+    history = await subscriber.history(room_channel("r"), before.seq)
+    assert [e.seq for e in history.messages] == [after.seq]
+    assert not history.complete, "what came between is gone with Redis' data"
+
+
+async def test_messages_published_while_pubsub_was_down_are_replayed_once(
+    own_redis: RedisServer, own_workers: Workers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inbox = Inbox()
+    subscriber = await own_workers.broker(inbox)
+    publisher = await own_workers.broker()
+    await subscriber.subscribe(room_channel("r"))
+    first = await publisher.publish(message("r", "m0"), keep=True)
+    assert (await inbox.next()).seq == first.seq
+
+    # Hold the subscriber's reconnect until the test has published: Redis stays up, only the
+    # subscriber's pub/sub connection is gone (what a proxy or a network blip does).
+    release = asyncio.Event()
+    original = subscriber._backoff
+
+    async def held_backoff(attempt: int) -> None:
+        await release.wait()
+        await original(0)
+
+    monkeypatch.setattr(subscriber, "_backoff", held_backoff)
+    admin = aioredis.Redis.from_url(own_redis.url)
+    try:
+        await admin.client_kill_filter(_type="pubsub")
+    finally:
+        await admin.aclose()
+    await eventually(lambda: not subscriber.ready, 5, "the subscriber to notice")
+    missed = [(await publisher.publish(message("r", f"m{n}"), keep=True)).seq for n in (1, 2, 3)]
+    release.set()
+    await eventually(lambda: subscriber.ready, 10, "the subscriber to reconnect")
+    live = await publisher.publish(message("r", "m4"), keep=True)
+    heard = await inbox.take(4)
+    assert [e.seq for e in heard] == [*missed, live.seq]
+    assert [e.event["text"] for e in heard] == ["m1", "m2", "m3", "m4"]
+    assert inbox.queue.empty()
+
+
+async def test_presence_comes_back_after_redis_restarts_empty(
+    own_redis: RedisServer, own_workers: Workers
+) -> None:
+    presence = await own_workers.presence(ttl=1.5)
+    await presence.add("lobby", "ann", "c1")
+    await presence.add("\x00user", "ann", "c1")
+    own_redis.stop()
+    with pytest.raises(BrokerUnavailable):
+        await presence.online("lobby")
+    await presence.add("lobby", "bea", "c2")  # written by the next refresh, never raises
+    own_redis.start()
+    await eventually(
+        lambda: _online(presence, "lobby", ["ann", "bea"]), 10, "presence to be rewritten"
+    )
+    assert await presence.connections_of("ann") == 1
+
+
+async def _online(presence: RedisPresence, room: str, expected: list[str]) -> bool:
+    try:
+        return await presence.online(room) == expected
+    except BrokerUnavailable:
+        return False
+
+
+async def test_rate_limiter_lets_messages_through_while_redis_is_down(
+    own_redis: RedisServer,
+) -> None:
+    limiter = MessageRateLimiter(RateLimit(1, 60), own_redis.url)
+    try:
+        assert await limiter.allow("u")
+        assert not await limiter.allow("u")
+        own_redis.stop()
+        started = time.monotonic()
+        assert await limiter.allow("u"), "the publish after it reports the outage to the client"
+        assert time.monotonic() - started < scaled(3)
+    finally:
+        await limiter.aclose()
