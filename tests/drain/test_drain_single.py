@@ -104,7 +104,7 @@ async def test_sigterm_sends_everyone_away_flushed_in_order_and_exits_in_time() 
         publisher_recording = asyncio.create_task(record(publisher, within=30))
 
         server.signal(signal.SIGTERM)
-        exit_watch = ExitWatch(server.process)
+        exit_watch = ExitWatch.of(server.process)
 
         # The stalled client holds the drain open: the server says it is draining...
         wait_until(lambda: server.get("/readyz").status_code == 503, 5, "/readyz stayed 200")
@@ -162,7 +162,7 @@ async def test_a_client_that_never_reads_is_cut_at_the_deadline_and_the_rest_sti
         recordings = [asyncio.create_task(record(ws)) for ws in (reader, publisher)]
 
         server.signal(signal.SIGTERM)
-        exit_watch = ExitWatch(server.process)
+        exit_watch = ExitWatch.of(server.process)
         for who, received in zip(
             ("reader", "publisher"), await asyncio.gather(*recordings), strict=True
         ):
@@ -196,7 +196,7 @@ async def test_a_drain_takes_as_long_as_its_clients_not_the_timeout() -> None:
         assert metric(server.base_url, "gateway_draining") == 0
         recordings = [asyncio.create_task(record(ws)) for ws in clients]
         server.signal(signal.SIGTERM)
-        exit_watch = ExitWatch(server.process)
+        exit_watch = ExitWatch.of(server.process)
         hints = []
         for n, received in enumerate(await asyncio.gather(*recordings)):
             assert received.close_code == 1012, n

@@ -1,0 +1,185 @@
+"""A crowd of well-behaved chat clients and a publisher, for rolling-restart tests.
+
+Each :class:`ResumingClient` does what the contract asks of a client across a drain: on
+``reconnect`` it notes ``after_ms``; on the close that follows it waits that long, connects
+again and sends ``resume`` from the last id it holds. It keeps a message only if its id is the
+next one (``last + 1``): an older id is a duplicate, a newer one arrived live before the resume
+replay reached it and comes again in that replay. So what it holds is exactly-once and in
+order by construction, and the tests check the rest: that it holds *everything* that was
+acknowledged, and that each resumed stream itself had no gap and no duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from tests.support.servers import scaled
+
+ROOM = "lobby"
+MAX_CONNECT_ATTEMPTS = 200
+"""With the backoff below, about a minute of refused connections before a client gives up."""
+
+
+@dataclass
+class Leg:
+    """One connection of a client, from its open to its close."""
+
+    opened_at: float
+    resumed_after: int | None
+    raw_ids: list[int] = field(default_factory=list)
+    hint_ms: int | None = None
+    hint_was_last: bool = False
+    """The ``reconnect`` hint was the last thing before the close."""
+    close_code: int | None = None
+    closed_at: float | None = None
+    recovered: bool | None = None
+
+
+class ResumingClient:
+    def __init__(self, name: str, url: Callable[[str], str]) -> None:
+        self.name = name
+        self.url = url
+        self.ids: list[int] = []
+        self.legs: list[Leg] = []
+        self.joined = asyncio.Event()
+
+    @property
+    def last_id(self) -> int | None:
+        return self.ids[-1] if self.ids else None
+
+    async def run(self) -> None:
+        """Stay connected until cancelled, resuming after every close."""
+        delay = 0.0
+        attempts = 0
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                ws = await connect(self.url(f"/ws/{self.name}"), open_timeout=scaled(5))
+            except (OSError, InvalidHandshake, TimeoutError):
+                attempts += 1
+                if attempts > MAX_CONNECT_ATTEMPTS:
+                    raise
+                delay = min(0.05 * 2 ** min(attempts, 5), 0.5)
+                continue
+            attempts = 0
+            leg = Leg(time.monotonic(), self.last_id)
+            self.legs.append(leg)
+            try:
+                await self._converse(ws, leg)
+            finally:
+                await ws.close()
+            leg.closed_at = time.monotonic()
+            # The hint is the server's word on when to come back; without one, back off a bit.
+            delay = leg.hint_ms / 1000 if leg.hint_ms is not None else 0.1
+
+    async def _converse(self, ws: ClientConnection, leg: Leg) -> None:
+        if leg.resumed_after is not None:
+            after = str(leg.resumed_after)
+            await ws.send(json.dumps({"type": "resume", "room": ROOM, "after": after}))
+        try:
+            async for frame in ws:
+                assert isinstance(frame, str)
+                for line in frame.split("\n"):
+                    if line:
+                        self._on_event(json.loads(line), leg)
+        except ConnectionClosed:
+            pass
+        close = ws.protocol.close_rcvd
+        leg.close_code = close.code if close is not None else 1006
+
+    def _on_event(self, event: dict[str, object], leg: Leg) -> None:
+        kind = event.get("type")
+        leg.hint_was_last = kind == "reconnect"
+        if kind == "joined" and event.get("room") == ROOM:
+            self.joined.set()
+        elif kind == "reconnect":
+            leg.hint_ms = int(str(event["after_ms"]))
+        elif kind == "resumed" and event.get("room") == ROOM:
+            leg.recovered = bool(event["recovered"])
+        elif kind == "message" and event.get("room") == ROOM:
+            seq = int(str(event["id"]))
+            leg.raw_ids.append(seq)
+            if self.last_id is None or seq == self.last_id + 1:
+                self.ids.append(seq)
+
+    def resumed_stream_gaps(self) -> list[str]:
+        """Problems in what the server sent on each resumed connection.
+
+        Live messages may arrive before the ``resume`` is handled; the replay then starts at
+        ``after + 1`` (its last occurrence in the stream) and from there every id must be the
+        previous one plus one: no gap, no duplicate.
+        """
+        problems = []
+        for n, leg in enumerate(self.legs):
+            ids = leg.raw_ids
+            if leg.resumed_after is not None and leg.resumed_after + 1 in ids:
+                start = len(ids) - 1 - ids[::-1].index(leg.resumed_after + 1)
+                ids = ids[start:]
+            elif leg.resumed_after is not None and ids:
+                problems.append(
+                    f"leg {n}: resume after {leg.resumed_after} never replayed the next"
+                )
+                continue
+            for before, after in itertools.pairwise(ids):
+                if after != before + 1:
+                    problems.append(f"leg {n}: {before} then {after}")
+                    break
+        return problems
+
+
+class Publisher:
+    """Posts a message every ``period`` seconds through the HTTP API and keeps the acked ids."""
+
+    def __init__(self, base_url: Callable[[], str], api_key: str, period: float = 0.02) -> None:
+        self.base_url = base_url
+        self.api_key = api_key
+        self.period = period
+        self.acked: list[int] = []
+        self.acked_at: list[float] = []
+        self.failures = 0
+
+    async def run(self) -> None:
+        headers = {"Authorization": f"Bearer {self.api_key}"}
+        start = time.monotonic()
+        async with httpx.AsyncClient(headers=headers, timeout=scaled(2)) as http:
+            for n in range(1_000_000):
+                await asyncio.sleep(max(start + n * self.period - time.monotonic(), 0))
+                url = f"{self.base_url()}/api/rooms/{ROOM}/messages"
+                try:
+                    response = await http.post(url, json={"text": f"m{n}"})
+                except httpx.HTTPError:
+                    self.failures += 1
+                    continue
+                if response.status_code == 202:
+                    self.acked.append(int(response.json()["id"]))
+                    self.acked_at.append(time.monotonic())
+                else:
+                    self.failures += 1
+
+
+async def stop(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def wait_for(predicate: Callable[[], bool], within: float, message: str) -> None:
+    """Poll ``predicate`` on the event loop (clients keep running) until true or ``within``
+    seconds (scaled) pass."""
+    deadline = time.monotonic() + scaled(within)
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(message)
+        await asyncio.sleep(0.05)
