@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from pathlib import Path
 
 from gateway import logs
 from gateway.settings import Settings, SettingsError, load_settings
@@ -33,9 +34,34 @@ def worker_count(settings: Settings) -> int:
         return settings.workers
     if not settings.uses_shared_broker:
         return 1
-    if hasattr(os, "sched_getaffinity"):
-        return max(len(os.sched_getaffinity(0)), 1)
-    return os.cpu_count() or 1
+    return usable_cpus()
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on, capped by a container's CPU quota (cgroup v2 or v1): a
+    pod limited to 2 CPUs on a 64-core node wants 2 workers, not 64."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    cpus = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+    quota = _cgroup_quota()
+    return max(min(cpus, math.ceil(quota)) if quota else cpus, 1)
+
+
+def _cgroup_quota() -> float | None:
+    sources = (
+        ("/sys/fs/cgroup/cpu.max", None),
+        ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"),
+    )
+    for quota_file, period_file in sources:
+        try:
+            fields = Path(quota_file).read_text().split()
+            if period_file is not None:
+                fields.append(Path(period_file).read_text().strip())
+        except OSError:
+            continue
+        if len(fields) >= 2 and fields[0] not in {"max", "-1"}:
+            return int(fields[0]) / int(fields[1])
+        return None
+    return None
 
 
 def bind_address(host: str, port: int) -> str:

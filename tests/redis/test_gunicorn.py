@@ -54,9 +54,14 @@ def test_config_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_default_worker_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway import gunicorn_conf
+
     assert read_config(monkeypatch)["workers"] == 1, "the embedded broker: one process"
     shared = read_config(monkeypatch, GATEWAY_BROKER_URL="redis://127.0.0.1:6379/0")
-    assert shared["workers"] == len(os.sched_getaffinity(0))
+    assert shared["workers"] == gunicorn_conf.usable_cpus()
+    assert 1 <= gunicorn_conf.usable_cpus() <= len(os.sched_getaffinity(0))
+    monkeypatch.setattr(gunicorn_conf, "_cgroup_quota", lambda: 0.5)
+    assert gunicorn_conf.usable_cpus() == 1, "half a CPU of quota: one worker"
 
 
 def test_several_workers_need_a_shared_broker(monkeypatch: pytest.MonkeyPatch) -> None:
