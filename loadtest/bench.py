@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from loadtest import procstat
 from loadtest.servers import RESULTS_DIR, Server, WireFormat, attach, start_gateway, start_seed
@@ -76,6 +77,7 @@ class Load:
     msg_bytes: int = 64  # size of a message's text (marker included)
     stalled: int = 0  # subscribers that stop reading
     room: str = "lobby"
+    connect_concurrency: int = 200  # handshakes in flight while connecting
 
     def describe(self) -> str:
         rate = "max" if self.rate is None else f"{self.rate:g} msg/s"
@@ -252,21 +254,29 @@ async def run_chat(server: Server, load: Load, label: str, broker: Server | None
     host, port = server.host, server.port
     n, p = load.subscribers, load.publishers
     stalled_idx = set(range(n // 2, n // 2 + load.stalled))
+    run_id = os.urandom(3).hex()  # ids never collide with a previous run's lingering presence
     await asyncio.sleep(0)  # let the server settle after its readiness probe
     rss0 = server.rss_bytes()
-    subs = await connect_many(
-        stats,
-        host,
-        port,
-        [server.chat_path(f"sub-{i}") for i in range(n)],
-        rcvbuf={i: 4096 for i in stalled_idx},
-    )
-    pubs = await connect_many(
-        stats, host, port, [server.chat_path(f"pub-{j}") for j in range(p)], concurrency=p
-    )
-    clients = subs + pubs
-    result.connections = len(clients)
+    clients: list[WSClient] = []
     try:
+        subs = await connect_many(
+            stats,
+            host,
+            port,
+            [server.chat_path(f"sub{run_id}-{i}") for i in range(n)],
+            rcvbuf={i: 4096 for i in stalled_idx},
+            concurrency=load.connect_concurrency,
+        )
+        clients.extend(subs)
+        pubs = await connect_many(
+            stats,
+            host,
+            port,
+            [server.chat_path(f"pub{run_id}-{j}") for j in range(p)],
+            concurrency=min(p, load.connect_concurrency),
+        )
+        clients.extend(pubs)
+        result.connections = len(clients)
         if load.room != "lobby" and server.wire == "json":
             for c in clients:
                 c.send_text(json.dumps({"type": "join", "room": load.room}))
@@ -510,7 +520,10 @@ class Bench:
             return seed
         extra = dict(env)
         if workers > 1:
-            extra.setdefault("GATEWAY_BROKER_URL", self.opts.redis_url)
+            # A key prefix of its own: nothing shared with other users of the same Redis db.
+            sep = "&" if "?" in self.opts.redis_url else "?"
+            prefix = f"bench{os.urandom(4).hex()}"
+            extra.setdefault("GATEWAY_BROKER_URL", f"{self.opts.redis_url}{sep}prefix={prefix}")
         server = start_gateway(
             self.opts.server_core,
             workers,
@@ -591,7 +604,8 @@ class Bench:
             self.record(single, await run_chat(server, load, single))
         label = f"gateway-workers{self.opts.workers}"
         server = self.server("gateway", label, workers=self.opts.workers)
-        broker = attach(self.opts.redis_url.replace("redis://", "http://"), label="redis")
+        redis_port = urlsplit(self.opts.redis_url).port or 6379
+        broker = attach(f"http://127.0.0.1:{redis_port}", label="redis")
         self.record(label, await run_chat(server, load, label, broker=broker))
 
     async def deflate(self) -> None:
@@ -860,6 +874,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
     ap.add_argument("--window", type=int, default=20, help="messages in flight at rate max")
     ap.add_argument("--msg-bytes", type=int, default=None, help="text size of a message")
     ap.add_argument("--room", default="lobby")
+    ap.add_argument(
+        "--connect-concurrency", type=int, default=200, help="handshakes in flight when connecting"
+    )
     ap.add_argument("--stalled", type=int, default=1, help="stalled receivers (scenario stalled)")
     ap.add_argument(
         "--idle-connections",
@@ -908,6 +925,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         msg_bytes=a.msg_bytes if a.msg_bytes is not None else int(preset["msg_bytes"]),
         stalled=a.stalled if scenario == "stalled" else 0,
         room=a.room,
+        connect_concurrency=a.connect_concurrency,
     )
     targets = ["seed", "gateway"] if a.target == "both" else [a.target]
     if scenario == "workers":
