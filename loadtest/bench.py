@@ -486,6 +486,7 @@ class Options:
     idle_connections: int
     idle_seconds: float
     idle_room_each: bool
+    experiments: bool
     repeat: int
     gateway_command: list[str] | None
     workers: int
@@ -608,6 +609,20 @@ class Bench:
         broker = attach(f"http://127.0.0.1:{redis_port}", label="redis")
         self.record(label, await run_chat(server, load, label, broker=broker))
 
+    async def corked(self, base: Load) -> None:
+        """The corked-writes experiment (loadtest/experiments/corked_writes.py), same loads."""
+        cmd = [sys.executable, "-m", "loadtest.experiments.corked_writes"]
+        for name, load in (
+            ("fanout", Load(**{**asdict(base), "rate": None})),
+            ("latency", preset_load("latency", base)),
+        ):
+            label = f"corked-{name}"
+            server = start_gateway(
+                self.opts.server_core, 1, self.gw_env(), label=label, command=cmd
+            )
+            self.meta.setdefault("servers", {})[label] = server.command
+            self.record(label, await run_chat(server, load, label))
+
     async def deflate(self) -> None:
         if "gateway" not in self.targets():
             return
@@ -644,6 +659,8 @@ class Bench:
             ("workers", lambda: self.workers(Load(**{**asdict(base), "rate": None}))),
             ("deflate", self.deflate),
         ]
+        if self.opts.experiments:
+            steps.append(("corked", lambda: self.corked(base)))
         for name, step in steps:
             try:
                 await step()
@@ -759,6 +776,37 @@ def targets_table(r: dict[str, Result]) -> list[str]:
     return rows
 
 
+def experiments_table(r: dict[str, Result]) -> list[str]:
+    rows: list[str] = []
+    seed_f, gw_f, exp_f = r.get("seed-fanout"), r.get("gateway-fanout"), r.get("corked-fanout")
+    if exp_f and exp_f.cpu_us_per_delivery:
+        versus = []
+        if seed_f and seed_f.cpu_us_per_delivery:
+            versus.append(f"{exp_f.cpu_us_per_delivery / seed_f.cpu_us_per_delivery:.2f}x seed")
+        if gw_f and gw_f.cpu_us_per_delivery:
+            versus.append(f"{exp_f.cpu_us_per_delivery / gw_f.cpu_us_per_delivery:.2f}x gateway")
+        rows.append(
+            f"| corked writes, fan-out at max | {exp_f.cpu_us_per_delivery:.2f} µs/delivery, "
+            f"{exp_f.deliveries_per_s:,.0f} deliveries/s | {', '.join(versus)} |"
+        )
+    seed_l, exp_l = r.get("seed-latency"), r.get("corked-latency")
+    if exp_l and exp_l.p99_ms:
+        versus = f"{exp_l.p99_ms / seed_l.p99_ms:.2f}x seed" if seed_l and seed_l.p99_ms else ""
+        rows.append(
+            f"| corked writes, p99 at 40k deliveries/s | {exp_l.p99_ms:.2f} ms | {versus} |"
+        )
+    if not rows:
+        return []
+    return [
+        "### Experiments (gateway variants from loadtest/experiments, not shipped)",
+        "",
+        "| variant | measured | ratio |",
+        "|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
 def runs_table(r: dict[str, Result]) -> list[str]:
     rows = [
         "| run | load | conns | deliveries/s | p50 ms | p99 ms | max ms | server CPU "
@@ -800,6 +848,7 @@ def render(bench: Bench, started: str, elapsed: float, busy: list[float]) -> str
         "|---|---|---|---|",
         *targets_table(r),
         "",
+        *experiments_table(r),
         "### Every run",
         "",
         *runs_table(r),
@@ -898,6 +947,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
         default=None,
         help="command instead of `gateway` (e.g. an experiment), followed by `serve …`",
     )
+    ap.add_argument(
+        "--experiments",
+        action="store_true",
+        help="with --scenario all: also run loadtest/experiments (gateway variants)",
+    )
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     ap.add_argument("--send-queue", type=int, default=None, help="GATEWAY_SEND_QUEUE")
@@ -947,6 +1001,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         idle_seconds=a.idle_seconds,
         idle_room_each=not a.idle_in_lobby,
         repeat=a.repeat,
+        experiments=a.experiments,
         gateway_command=shlex.split(a.gateway_command) if a.gateway_command else None,
         workers=a.workers,
         redis_url=a.redis_url,
