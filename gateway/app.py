@@ -83,7 +83,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/api/rooms/{room}/presence")
     async def presence(room: str) -> dict[str, Any]:
         _require_room(room)
-        online = await hub.presence.online(room)
+        try:
+            online = await hub.presence.online(room)
+        except BrokerUnavailable:
+            raise HTTPException(503, "presence unavailable: broker unreachable") from None
         return {"room": room, "online": online, "count": len(online)}
 
     def api_key(authorization: str = Header("")) -> None:

@@ -41,7 +41,7 @@ class Hub:
         self.sessions: set[Session] = set()
         self._members: dict[str, set[Session]] = {}
         self._users: dict[str, set[Session]] = {}
-        self._anonymous_ids = itertools.count(1)
+        self._anonymous_ids = itertools.count(self._first_anonymous_id(settings))
         self._connection_ids = itertools.count(1)
         self._reaper: asyncio.Task[None] | None = None
         self.draining = False
@@ -74,21 +74,37 @@ class Hub:
     def room_channel(room: str) -> str:
         return room_channel(room)
 
+    @staticmethod
+    def _first_anonymous_id(settings: Settings) -> int:
+        """One process counts from 1 like the seed; a fleet's workers must not hand out twins."""
+        return 1 if not settings.uses_shared_broker else random.randrange(10**9) * 10**6 + 1
+
     def anonymous_user(self) -> str:
         return f"anonymous-{next(self._anonymous_ids)}"
 
     def connection_id(self) -> str:
         return f"{id(self):x}-{next(self._connection_ids)}"
 
-    def send_away(self, session: Session) -> None:
-        """Tell the client when to come back, then close with 1012 once its queue is flushed.
+    async def send_away(self, session: Session) -> bool:
+        """Detach the session, tell the client when to come back, then close with 1012 once
+        its queue is flushed; False if it was already closing.
 
-        ``after_ms`` is drawn over the drain jitter window, so the clients of a worker do not
-        all come back in the same second.
+        Detaching first means the presence entry is gone (``left`` published) before the
+        client can see the close: a client that comes back within a millisecond is not
+        refused as still connected, and nothing is delivered after the hint. ``closing`` is
+        set at once so the read loop ignores what the client sends meanwhile. ``after_ms`` is
+        drawn over the drain jitter window, so a worker's clients do not come back together.
         """
-        after_ms = round(random.uniform(0.0, self.settings.drain_jitter) * 1000)
-        session.send({"type": "reconnect", "after_ms": after_ms})
-        session.close(disconnect.DRAIN, flush=True)
+        if session.closing is not None:
+            return False
+        session.closing = disconnect.DRAIN
+        try:
+            await self.detach(session)
+        finally:
+            after_ms = round(random.uniform(0.0, self.settings.drain_jitter) * 1000)
+            session.send({"type": "reconnect", "after_ms": after_ms})
+            session.outbox.close(disconnect.DRAIN, flush=True)
+        return True
 
     # Membership
 

@@ -111,10 +111,10 @@ class Session:
     async def _direct(self, command: SendDirect) -> None:
         if not await self._within_rate():
             return
-        if await self.hub.presence.connections_of(command.to) == 0:
-            self.send_error(ErrorCode.INVALID, f"user {command.to!r} is not online")
-            return
         try:
+            if await self.hub.presence.connections_of(command.to) == 0:
+                self.send_error(ErrorCode.INVALID, f"user {command.to!r} is not online")
+                return
             await self.hub.publish_direct(self.user, command.to, command.text)
         except BrokerUnavailable:
             self.send_error(ErrorCode.UNAVAILABLE, "message not sent: broker unavailable, retry")
