@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from gateway import disconnect
-from gateway.broker import History
+from gateway.broker import BrokerUnavailable, History
 from gateway.hub import Hub
 from gateway.outbox import Outbox
 from gateway.protocol import WireFormat
@@ -220,3 +220,17 @@ async def test_text_format_gets_the_seed_sentences(hub: Hub) -> None:
         "alice: hello",
         "Invalid message format: empty message",
     ]
+
+
+async def test_direct_message_during_a_broker_outage_gets_an_error(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = await connect(hub, "alice")
+
+    async def unreachable(user: str) -> int:
+        raise BrokerUnavailable("redis down")
+
+    monkeypatch.setattr(hub.presence, "connections_of", unreachable)
+    await alice.say('{"type":"direct","to":"bob","text":"hello?"}')
+    assert alice.events("error")[-1]["code"] == "unavailable"
+    assert alice.session.closing is None
