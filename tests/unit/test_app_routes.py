@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
-from starlette.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.broker import BrokerUnavailable
 from gateway.settings import load_settings
 
 
-def test_presence_api_answers_503_while_the_broker_is_unreachable(
+async def test_presence_api_answers_503_while_the_broker_is_unreachable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     app = create_app(load_settings(idle_timeout=0))
@@ -18,7 +18,8 @@ def test_presence_api_answers_503_while_the_broker_is_unreachable(
     async def unreachable(room: str) -> list[str]:
         raise BrokerUnavailable("redis down")
 
-    with TestClient(app) as client:
-        assert client.get("/api/rooms/lobby/presence").status_code == 200
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        assert (await client.get("/api/rooms/lobby/presence")).status_code == 200
         monkeypatch.setattr(app.state.hub.presence, "online", unreachable)
-        assert client.get("/api/rooms/lobby/presence").status_code == 503
+        assert (await client.get("/api/rooms/lobby/presence")).status_code == 503
