@@ -20,6 +20,8 @@ from typing import Any
 
 from opentelemetry import trace
 
+from gateway.auth import redact_credentials
+
 FORMATS = ("auto", "json", "text")
 
 _connection_id: ContextVar[str | None] = ContextVar("gateway_connection_id", default=None)
@@ -40,7 +42,8 @@ def bind_connection(connection_id: str, user: str) -> None:
 
 
 def redact(message: str) -> str:
-    return _SECRET.sub(r"\1[redacted]", message)
+    """Tokens, JWTs and credential headers out (the security rules of :mod:`gateway.auth`)."""
+    return redact_credentials(_SECRET.sub(r"\1[redacted]", message))
 
 
 def record_fields(record: logging.LogRecord) -> dict[str, Any]:

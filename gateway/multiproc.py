@@ -8,6 +8,7 @@ to be in the environment before any process of the fleet imports it. The master 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -44,6 +45,7 @@ def prepare(environ: MutableMapping[str, str] | None = None) -> Path:
     else:
         directory = Path(tempfile.mkdtemp(prefix="gateway-metrics-"))
         env[OWNED_DIR_ENV] = str(directory)
+        atexit.register(cleanup, env)  # a master that exits without on_exit (bind failed)
     env[MULTIPROC_ENV] = str(directory)
     env[MASTER_PID_ENV] = str(os.getpid())
     _warn_if_imported_too_early()

@@ -1,0 +1,163 @@
+"""A two-worker gateway on a private Redis database, and what its logs say about its workers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from tests.support.clients import of_type, open_ws
+from tests.support.servers import GatewayProcess, scaled, start_gateway
+
+REDIS_DB = 9
+"""The observability tests' own database on the local redis-server; flushed before and after."""
+
+
+@contextmanager
+def redis_db() -> Iterator[str]:
+    """``redis://127.0.0.1:6379/9``, empty; skips (fails under CI=true) without a redis-server."""
+    import redis
+
+    url = f"redis://127.0.0.1:6379/{REDIS_DB}"
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()
+    except redis.ConnectionError as error:
+        client.close()
+        if shutil.which("redis-server") is None and os.environ.get("CI") != "true":
+            pytest.skip(f"no redis-server on this machine ({error})")
+        raise
+    client.flushdb()
+    try:
+        yield url
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@contextmanager
+def fleet(env: dict[str, str] | None = None, workers: int = 2) -> Iterator[GatewayProcess]:
+    """``gateway serve --workers N`` on Redis, JSON logs, quick heartbeats."""
+    with redis_db() as url:
+        full = {
+            "GATEWAY_BROKER_URL": url,
+            "GATEWAY_LOG_FORMAT": "json",
+            "GATEWAY_LOG_LEVEL": "info",
+            "GATEWAY_DRAIN_TIMEOUT": "3",
+            **(env or {}),
+        }
+        with start_gateway(full, workers=workers) as server:
+            yield server
+
+
+def log_records(server: GatewayProcess) -> list[dict[str, Any]]:
+    records = []
+    for line in server.log().splitlines():
+        if line.startswith("{"):
+            records.append(json.loads(line))
+    return records
+
+
+def pid_of_users(server: GatewayProcess) -> dict[str, int]:
+    """The worker pid serving each user's latest connection, from ``connection opened`` lines."""
+    return {
+        record["user"]: record["pid"]
+        for record in log_records(server)
+        if record.get("event") == "connection opened"
+    }
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (the gunicorn master and its workers)."""
+    found: set[int] = set()
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = (task / "children").read_text().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                if child not in found:
+                    found.add(child)
+                    frontier.append(child)
+    return found
+
+
+class Listener:
+    """A chat client that never stops reading, so it answers pings and its flow control never
+    stalls the server's close frame; it collects the events for the test to wait on."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.events: list[dict[str, Any]] = []
+        self.closed = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._task = asyncio.create_task(self._read())
+
+    @classmethod
+    async def connect(cls, server: GatewayProcess, user: str) -> Listener:
+        listener = cls(await open_ws(server.ws_url(f"/ws/{user}")))
+        await listener.wait_for(of_type("joined", room="lobby"))
+        return listener
+
+    async def _read(self) -> None:
+        try:
+            async for frame in self.ws:
+                assert isinstance(frame, str)
+                self.events.extend(json.loads(line) for line in frame.split("\n") if line)
+                self._changed.set()
+        except ConnectionClosed:
+            pass
+        finally:
+            self.closed.set()
+            self._changed.set()
+
+    async def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], count: int = 1, within: float = 10
+    ) -> list[dict[str, Any]]:
+        """Until ``count`` events match (all of them since the connection opened)."""
+        async with asyncio.timeout(scaled(within)):
+            while True:
+                matching = [event for event in self.events if predicate(event)]
+                if len(matching) >= count:
+                    return matching
+                if self.closed.is_set():
+                    raise AssertionError(f"closed with {len(matching)}/{count} matching events")
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def send(self, event: dict[str, Any] | str) -> None:
+        await self.ws.send(event if isinstance(event, str) else json.dumps(event))
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await self._task
+
+    async def wait_dropped(self, within: float = 15) -> None:
+        async with asyncio.timeout(scaled(within)):
+            await self.closed.wait()
+
+
+async def poll_until(predicate: Callable[[], object], within: float, message: str) -> None:
+    """``wait_until`` for async tests: the event loop (and every client's pongs) keeps running."""
+    interval = 0.02
+    try:
+        async with asyncio.timeout(scaled(within)):
+            for _ in range(int(scaled(within) / interval) + 1):
+                if predicate():
+                    return
+                await asyncio.sleep(interval)
+    except TimeoutError:
+        pass
+    raise AssertionError(message)
