@@ -6,17 +6,21 @@ import asyncio
 import json
 import os
 import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from tests.support.clients import of_type, open_ws
-from tests.support.servers import GatewayProcess, scaled, start_gateway
+from tests.support.servers import GatewayProcess, free_port, scaled, start_gateway, wait_until
 
 REDIS_DB = 9
 """The observability tests' own database on the local redis-server; flushed before and after."""
@@ -57,6 +61,57 @@ def fleet(env: dict[str, str] | None = None, workers: int = 2) -> Iterator[Gatew
         }
         with start_gateway(full, workers=workers) as server:
             yield server
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def plain_gunicorn(env: dict[str, str] | None = None) -> Iterator[GatewayProcess]:
+    """What the image runs: ``gunicorn -c ops/gunicorn.conf.py gateway.app:app``, 2 workers."""
+    with redis_db() as url:
+        port = free_port()
+        full = {
+            **os.environ,
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_PORT": str(port),
+            "GATEWAY_WORKERS": "2",
+            "GATEWAY_BROKER_URL": url,
+            "GATEWAY_LOG_FORMAT": "json",
+            **(env or {}),
+        }
+        log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the server
+            prefix="gateway-gunicorn-", suffix=".log", delete=False
+        )
+        command = [
+            str(Path(sys.executable).with_name("gunicorn")),
+            "-c",
+            "ops/gunicorn.conf.py",
+            "gateway.app:app",
+        ]
+        process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=full,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        server = GatewayProcess(process, port, Path(log.name), env or {})
+        try:
+            wait_until(lambda: _healthy(server), 30, f"gunicorn on :{port} never became healthy")
+            yield server
+        finally:
+            server.stop()
+
+
+def _healthy(server: GatewayProcess) -> bool:
+    if not server.alive():
+        raise RuntimeError(f"gunicorn exited:\n{server.log()}")
+    try:
+        return server.get("/healthz").status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def log_records(server: GatewayProcess) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import __version__
-from tests.observability.fleet import Listener, descendants, fleet, pid_of_users
+from tests.observability.fleet import Listener, descendants, fleet, pid_of_users, plain_gunicorn
 from tests.observability.spec import PROCESS_METRICS, contract_problems
 from tests.support.clients import of_type
 from tests.support.servers import GatewayProcess, scaled
@@ -151,7 +151,8 @@ async def check_rejections_and_throughput(
 
 
 async def test_exposition_is_the_contract_once_per_host() -> None:
-    with fleet() as server:
+    """Through plain gunicorn with the image's config file, not ``gateway serve``."""
+    with plain_gunicorn() as server:
         clients = [await Listener.connect(server, f"reader-{n}") for n in range(4)]
         scraper = Scraper(server)
         await scraper.settle("gateway_connections", 4)

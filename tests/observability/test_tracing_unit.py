@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -232,3 +236,69 @@ def test_config_follows_the_standard_variables(
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(tracing.TracingConfigError, match=variable):
         tracing.config_from_env(env)
+
+
+_START = """
+import json
+from gateway import tracing
+provider = tracing.start(tracing.config_from_env())
+print(json.dumps({
+    "sampler": provider.sampler.get_description(),
+    "service": provider.resource.attributes["service.name"],
+    "processors": [type(p).__name__ for p in provider._active_span_processor._span_processors],
+    "exporters": [type(p.span_exporter).__name__ + ":" + type(p.span_exporter).__module__
+                  for p in provider._active_span_processor._span_processors],
+}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("env", "sampler", "service", "exporter"),
+    [
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"},
+            "ParentBased{root:AlwaysOnSampler",
+            "gateway",
+            "OTLPSpanExporter:opentelemetry.exporter.otlp.proto.http.trace_exporter",
+        ),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                "OTEL_TRACES_SAMPLER": "traceidratio",
+                "OTEL_TRACES_SAMPLER_ARG": "0.25",
+                "OTEL_SERVICE_NAME": "chat-edge",
+            },
+            "TraceIdRatioBased{0.25}",
+            "chat-edge",
+            "OTLPSpanExporter:opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+        ),
+        (
+            {
+                "OTEL_TRACES_EXPORTER": "console",
+                "OTEL_RESOURCE_ATTRIBUTES": "service.name=from-attrs",
+            },
+            "ParentBased{root:AlwaysOnSampler",
+            "from-attrs",
+            "ConsoleSpanExporter:opentelemetry.sdk.trace.export",
+        ),
+    ],
+)
+def test_the_sdk_built_in_a_worker_follows_the_environment(
+    env: dict[str, str], sampler: str, service: str, exporter: str
+) -> None:
+    """In a fresh interpreter, as a worker builds it (the global provider is set once)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run(
+        [sys.executable, "-c", _START],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    built = json.loads(done.stdout.strip().splitlines()[-1])
+    assert built["sampler"].startswith(sampler)
+    assert built["service"] == service
+    assert built["processors"] == ["BatchSpanProcessor"]
+    assert built["exporters"] == [exporter]
