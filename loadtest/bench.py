@@ -107,6 +107,7 @@ class Result:
     server_cpu_util: float = 0.0  # of one core
     cpu_us_per_delivery: float | None = None
     broker_cpu_s: float | None = None
+    window_s: float = 0.0  # length of the measured window
     gen_cpu_util: float = 0.0  # of one core
     core_busy: list[float] = field(default_factory=list)  # every core, irq/softirq included
     rss_base_mib: float = 0.0
@@ -335,6 +336,7 @@ async def run_chat(server: Server, load: Load, label: str, broker: Server | None
         gc.unfreeze()
 
         wall = t1 - t0
+        result.window_s = wall
         result.sent = pump.sent + 1
         result.deliveries = d1 - d0
         result.deliveries_per_s = result.deliveries / wall
@@ -623,6 +625,19 @@ class Bench:
             self.meta.setdefault("servers", {})[label] = server.command
             self.record(label, await run_chat(server, load, label))
 
+    async def raw_ws_route(self) -> None:
+        """The raw-route experiment (loadtest/experiments/raw_ws_route.py): idle RSS."""
+        cmd = [sys.executable, "-m", "loadtest.experiments.raw_ws_route"]
+        label = "rawroute-idle"
+        env = self.gw_env({"GATEWAY_HEARTBEAT_INTERVAL": "20", "GATEWAY_HEARTBEAT_TIMEOUT": "20"})
+        server = start_gateway(self.opts.server_core, 1, env, label=label, command=cmd)
+        self.meta.setdefault("servers", {})[label] = server.command
+        on_open = move_to_own_room if self.opts.idle_room_each else None
+        result = await run_idle(
+            server, self.opts.idle_connections, label, "/ws/idle-{i}", 3.0, on_open
+        )
+        self.record(label, result)
+
     async def deflate(self) -> None:
         if "gateway" not in self.targets():
             return
@@ -661,6 +676,7 @@ class Bench:
         ]
         if self.opts.experiments:
             steps.append(("corked", lambda: self.corked(base)))
+            steps.append(("raw_ws_route", self.raw_ws_route))
         for name, step in steps:
             try:
                 await step()
@@ -795,6 +811,16 @@ def experiments_table(r: dict[str, Result]) -> list[str]:
         rows.append(
             f"| corked writes, p99 at 40k deliveries/s | {exp_l.p99_ms:.2f} ms | {versus} |"
         )
+    raw = r.get("rawroute-idle")
+    if raw and raw.rss_per_conn_kib is not None:
+        idle = r.get("gateway-idle")
+        versus = ""
+        if idle and idle.rss_per_conn_kib:
+            versus = f"{raw.rss_per_conn_kib / idle.rss_per_conn_kib:.2f}x gateway"
+        rows.append(
+            f"| /ws/{{id}} routed past FastAPI, idle | {raw.rss_per_conn_kib:.1f} KiB/connection "
+            f"({raw.alive or 0:,} answering) | {versus} |"
+        )
     if not rows:
         return []
     return [
@@ -807,11 +833,21 @@ def experiments_table(r: dict[str, Result]) -> list[str]:
     ]
 
 
+def other_cpu(x: Result) -> str:
+    """CPU used on the machine by neither the server nor the generator (others' work, irqs)."""
+    if not x.core_busy:
+        return "-"
+    broker = (x.broker_cpu_s or 0.0) / x.window_s if x.window_s else 0.0
+    other = sum(x.core_busy) - x.server_cpu_util - x.gen_cpu_util - broker
+    return f"{max(0.0, other):.0%}"
+
+
 def runs_table(r: dict[str, Result]) -> list[str]:
     rows = [
         "| run | load | conns | deliveries/s | p50 ms | p99 ms | max ms | server CPU "
-        "| µs CPU/delivery | generator CPU | RSS/conn KiB | delivered | errors / closes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| µs CPU/delivery | generator CPU | other CPU | RSS/conn KiB | delivered "
+        "| errors / closes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, x in r.items():
         closes = ", ".join(f"{c}x{n}" for c, n in x.closes.items()) or "-"
@@ -819,6 +855,7 @@ def runs_table(r: dict[str, Result]) -> list[str]:
             f"| {key} | {x.load} | {x.connections} | {x.deliveries_per_s:,.0f} | "
             f"{fmt(x.p50_ms)} | {fmt(x.p99_ms)} | {fmt(x.max_ms, '.1f')} | "
             f"{x.server_cpu_util:.0%} | {fmt(x.cpu_us_per_delivery)} | {x.gen_cpu_util:.0%} | "
+            f"{other_cpu(x)} | "
             f"{fmt(x.rss_per_conn_kib, '.1f')} | "
             f"{'-' if x.delivered_ratio is None else format(x.delivered_ratio, '.2%')} | "
             f"{x.errors} / {closes} |"
