@@ -85,26 +85,37 @@ class Hub:
     def connection_id(self) -> str:
         return f"{id(self):x}-{next(self._connection_ids)}"
 
-    async def send_away(self, session: Session) -> bool:
-        """Detach the session, tell the client when to come back, then close with 1012 once
-        its queue is flushed; False if it was already closing.
+    def stop_delivery(self, session: Session) -> bool:
+        """Mark the session as leaving (a drain) and take it out of the fan-out at once.
 
-        Detaching first means the presence entry is gone (``left`` published) before the
-        client can see the close: a client that comes back within a millisecond is not
-        refused as still connected, and nothing is delivered after the hint. ``closing`` is
-        set at once so the read loop ignores what the client sends meanwhile. ``after_ms`` is
-        drawn over the drain jitter window, so a worker's clients do not come back together.
+        What is queued for it is all it gets from here on; its client resumes the rest from
+        history. Sessions drained together then never see each other's ``left`` events, and
+        the read loop ignores what the client sends. False if it was already closing.
         """
         if session.closing is not None:
             return False
         session.closing = disconnect.DRAIN
+        for channel in (*map(room_channel, session.rooms), user_channel(session.user)):
+            members = self._members.get(channel)
+            if members is not None:
+                members.discard(session)
+        return True
+
+    async def send_away(self, session: Session) -> None:
+        """Detach a session stopped by :meth:`stop_delivery`, tell the client when to come
+        back, then close with 1012 once its queue is flushed.
+
+        Detaching first means its presence is gone (and ``left`` published) before the client
+        can see the close: a client that comes back within a millisecond is not refused as
+        still connected. ``after_ms`` is drawn over the drain jitter window, so a worker's
+        clients do not all come back in the same second.
+        """
         try:
             await self.detach(session)
         finally:
             after_ms = round(random.uniform(0.0, self.settings.drain_jitter) * 1000)
             session.send({"type": "reconnect", "after_ms": after_ms})
             session.outbox.close(disconnect.DRAIN, flush=True)
-        return True
 
     # Membership
 

@@ -32,10 +32,8 @@ from gateway.hub import Hub
 log = logging.getLogger("gateway.lifecycle")
 
 BATCH_SIZE = 200
-"""Connections closed together before the drain lets their cleanup (``left`` events, presence
-removal) run; it keeps the event loop and the broker from taking thousands at once."""
-BATCH_PAUSE = 0.05
-"""The longest a batch may hold up the next one (a slow client only delays itself)."""
+"""Connections detached and closed together; the next batch waits for this one's presence
+removal and ``left`` events, so the broker never takes thousands at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,29 +57,35 @@ async def drain(hub: Hub, *, deadline: float, cut_grace: float = 0.5) -> DrainRe
     metrics.DRAINING.set(1)
     sent_away = cut = 0
     try:
-        # 2. In batches: a jittered `reconnect` hint after whatever is queued, then 1012 once
-        #    the queue is flushed (Hub.send_away). Each connection's own task then detaches it,
-        #    which publishes its presence `left` events.
-        sessions = list(hub.connections)
-        for first in range(0, len(sessions), BATCH_SIZE):
-            batch = [s for s in sessions[first : first + BATCH_SIZE] if s in hub.connections]
-            for session in batch:
-                if session.closing is None:
-                    sent_away += 1
-                hub.send_away(session)
-            tasks = [hub.connections[s] for s in batch if s in hub.connections]
-            await _wait(tasks, min(BATCH_PAUSE, deadline - time.monotonic()))
+        # 2. Every client's stream stops where it is: what is queued is flushed, the rest
+        #    comes from history when it resumes elsewhere.
+        leaving = [session for session in list(hub.connections) if hub.stop_delivery(session)]
+        sent_away = len(leaving)
+        # 3. In batches (Hub.send_away): detach (presence removed, `left` events published),
+        #    then a jittered `reconnect` hint after whatever is queued, then 1012 once the
+        #    queue is flushed. The next batch starts when this one is detached: the broker
+        #    takes the `left` events at its own pace, not thousands at once.
+        sending: list[asyncio.Task[None]] = []
+        for first in range(0, len(leaving), BATCH_SIZE):
+            batch = leaving[first : first + BATCH_SIZE]
+            tasks = [asyncio.create_task(hub.send_away(session)) for session in batch]
+            for task in tasks:
+                task.add_done_callback(_log_failure)
+            sending += tasks
+            await _wait(tasks, deadline - time.monotonic())
 
-        # 3. Wait for the last close and cleanup, up to the deadline.
+        # 4. Wait for the last close and cleanup, up to the deadline.
         await _wait(list(hub.connections.values()), deadline - time.monotonic())
 
-        # 4. Deadline: whoever could not take their frames in time is cut off.
+        # 5. Deadline: whoever could not take their frames in time is cut off.
         stuck = [(s, t) for s, t in hub.connections.items() if not t.done()]
         for session, task in stuck:
             if not transport.abort(session):
                 task.cancel()
         cut = len(stuck)
-        await _wait([task for _, task in stuck], cut_grace)
+        await _wait([task for _, task in stuck] + sending, cut_grace)
+        for task in sending:
+            task.cancel()  # a detach the broker never answered
     finally:
         metrics.DRAINING.set(0)
 
@@ -106,6 +110,11 @@ async def drain(hub: Hub, *, deadline: float, cut_grace: float = 0.5) -> DrainRe
 async def _wait(tasks: list[asyncio.Task[Any]], seconds: float) -> None:
     if tasks and seconds > 0:
         await asyncio.wait(tasks, timeout=seconds)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("drain: detaching a connection failed: %r", task.exception())
 
 
 def hub_of(app: object) -> Hub | None:

@@ -116,8 +116,8 @@ async def serve_connection(websocket: WebSocket, hub: Hub, user: str | None) -> 
     ended = disconnect.SERVER_ERROR
     expiry = None
     try:
-        if hub.draining:
-            hub.send_away(session)
+        if hub.draining and hub.stop_delivery(session):
+            await hub.send_away(session)
             ended = disconnect.DRAIN
             return
         refused = await hub.attach(

@@ -21,7 +21,7 @@ import pytest
 
 from tests.drain.fleet import Publisher, ResumingClient, stop, wait_for
 from tests.drain.support import ExitWatch
-from tests.support.servers import GatewayProcess, launch_gateway, scaled
+from tests.support.servers import GatewayProcess, launch_gateway, scaled, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -69,6 +69,9 @@ def fleet_env(redis_url: str) -> dict[str, str]:
 
 async def start_fleet(env: dict[str, str]) -> Fleet:
     server = launch_gateway(env, workers=2)
+    wait_until(  # both workers serving, so both get clients (and have a drain to log)
+        lambda: server.log().count("Application startup complete") >= 2, 20, "workers booting"
+    )
     fleet = Fleet(server, [], Publisher(lambda: "", API_KEY), [])
     fleet.publisher.base_url = fleet.base_url
     fleet.clients = [ResumingClient(f"c{n}", fleet.url) for n in range(CLIENTS)]

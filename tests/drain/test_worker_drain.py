@@ -31,7 +31,7 @@ from tests.drain.support import (
 from tests.drain.test_drain_single import BULK, BULK_TEXT, assert_sent_away, drain_env, publish
 from tests.drain.test_rolling_restart import drain_lines
 from tests.support.clients import metric, of_type, open_ws, recv_until
-from tests.support.servers import launch_gateway, scaled, wait_until
+from tests.support.servers import GatewayProcess, launch_gateway, scaled, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -48,19 +48,25 @@ def fleet_env(redis_url: str, **extra: str) -> dict[str, str]:
     }
 
 
-def wait_for_workers(master: int, count: int, exclude: tuple[int, ...] = ()) -> list[int]:
-    wait_until(
-        lambda: len([p for p in children(master) if p not in exclude]) == count,
-        20,
-        f"master {master} never had {count} workers",
-    )
-    return [p for p in children(master) if p not in exclude]
+def wait_for_workers(
+    server: GatewayProcess, count: int, exclude: tuple[int, ...] = ()
+) -> list[int]:
+    """The master's ``count`` workers, once each has started serving (a worker signalled
+    while it still boots just dies: it has no connections and no drain yet)."""
+
+    def serving() -> list[int]:
+        pids = [p for p in children(server.pid) if p not in exclude]
+        log = server.log()
+        return [p for p in pids if f"Started server process [{p}]" in log]
+
+    wait_until(lambda: len(serving()) == count, 20, f"never {count} workers serving")
+    return serving()
 
 
 async def test_sigterm_to_one_worker_drains_it_alone_within_its_deadline(redis_url: str) -> None:
     server = launch_gateway(fleet_env(redis_url), workers=2)
     try:
-        workers = wait_for_workers(server.pid, 2)
+        workers = wait_for_workers(server, 2)
         stalled = StalledClient(server.port, "/ws/stalled")
         stalled.send_json({"type": "join", "room": "bulk"})
         stalled.read_until(b'"type":"joined","room":"bulk"')
@@ -110,7 +116,7 @@ async def test_sigterm_to_one_worker_drains_it_alone_within_its_deadline(redis_u
         seconds = await asyncio.to_thread(exit_watch.seconds, DRAIN_TIMEOUT + 5)
         got, _ = await asyncio.to_thread(stalled.read_to_end)
         stalled.close()
-        replacement = wait_for_workers(server.pid, 2, exclude=(target,))
+        replacement = wait_for_workers(server, 2, exclude=(target,))
         assert target not in replacement
         log = server.log()
         assert seconds < DRAIN_TIMEOUT, f"the worker took {seconds:.2f} s"
@@ -181,7 +187,7 @@ async def test_sigterm_to_the_master_with_a_stuck_client_ends_before_gunicorn_wo
     env = fleet_env(redis_url)
     server = launch_gateway(env, workers=2)
     try:
-        workers = wait_for_workers(server.pid, 2)
+        workers = wait_for_workers(server, 2)
         stalled = StalledClient(server.port, "/ws/stalled")
         stalled.send_json({"type": "join", "room": "bulk"})
         stalled.read_until(b'"type":"joined","room":"bulk"')
