@@ -723,6 +723,24 @@ def versions() -> dict[str, str]:
     return out
 
 
+def git_describe() -> str:
+    """The commit the gateway ran from, and whether gateway/ had uncommitted changes."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "gateway"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return f"commit {head}" + (" with uncommitted changes in gateway/" if dirty else "")
+
+
 def fmt(v: float | None, spec: str = ".2f", unit: str = "") -> str:
     return "n/a" if v is None else f"{format(v, spec)}{unit}"
 
@@ -878,6 +896,10 @@ def render(bench: Bench, started: str, elapsed: float, busy: list[float]) -> str
         "```",
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()) + ".",
+        "",
+        f"Gateway source: {git_describe()}. OTEL_* set for the servers: "
+        + (", ".join(sorted(k for k in os.environ if k.startswith("OTEL_"))) or "none")
+        + " (no exporter: tracing as shipped; metrics on).",
         "",
         "### Targets",
         "",
