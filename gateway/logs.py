@@ -96,9 +96,14 @@ class ConsoleFormatter(logging.Formatter):
         )
         exc = fields.pop("exc", None)
         fields.pop("pid")
-        tail = " ".join(f"{key}={value}" for key, value in fields.items())
+        tail = " ".join(f"{key}={_console_value(value)}" for key, value in fields.items())
         line = f"{head}  {tail}" if tail else head
         return f"{line}\n{exc}" if exc else line
+
+
+def _console_value(value: object) -> str:
+    text = str(value)
+    return json.dumps(text, ensure_ascii=False) if not text or " " in text else text
 
 
 def formatter(style: str = "auto") -> logging.Formatter:
