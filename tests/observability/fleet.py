@@ -1,11 +1,10 @@
-"""A two-worker gateway on a private Redis database, and what its logs say about its workers."""
+"""A two-worker gateway on Redis (the test's key prefix) and what its logs say of its workers."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,94 +14,68 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from tests.support.clients import of_type, open_ws
 from tests.support.servers import GatewayProcess, free_port, scaled, start_gateway, wait_until
 
-REDIS_DB = 9
-"""The observability tests' own database on the local redis-server; flushed before and after."""
-
 
 @contextmanager
-def redis_db() -> Iterator[str]:
-    """``redis://127.0.0.1:6379/9``, empty; skips (fails under CI=true) without a redis-server."""
-    import redis
-
-    url = f"redis://127.0.0.1:6379/{REDIS_DB}"
-    client = redis.Redis.from_url(url)
-    try:
-        client.ping()
-    except redis.ConnectionError as error:
-        client.close()
-        if shutil.which("redis-server") is None and os.environ.get("CI") != "true":
-            pytest.skip(f"no redis-server on this machine ({error})")
-        raise
-    client.flushdb()
-    try:
-        yield url
-    finally:
-        client.flushdb()
-        client.close()
-
-
-@contextmanager
-def fleet(env: dict[str, str] | None = None, workers: int = 2) -> Iterator[GatewayProcess]:
-    """``gateway serve --workers N`` on Redis, JSON logs, quick heartbeats."""
-    with redis_db() as url:
-        full = {
-            "GATEWAY_BROKER_URL": url,
-            "GATEWAY_LOG_FORMAT": "json",
-            "GATEWAY_LOG_LEVEL": "info",
-            "GATEWAY_DRAIN_TIMEOUT": "3",
-            **(env or {}),
-        }
-        with start_gateway(full, workers=workers) as server:
-            yield server
+def fleet(
+    redis_url: str, env: dict[str, str] | None = None, workers: int = 2
+) -> Iterator[GatewayProcess]:
+    """``gateway serve --workers N`` on Redis (the test's key prefix), JSON logs, short drain."""
+    full = {
+        "GATEWAY_BROKER_URL": redis_url,
+        "GATEWAY_LOG_FORMAT": "json",
+        "GATEWAY_LOG_LEVEL": "info",
+        "GATEWAY_DRAIN_TIMEOUT": "3",
+        **(env or {}),
+    }
+    with start_gateway(full, workers=workers) as server:
+        yield server
 
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
-def plain_gunicorn(env: dict[str, str] | None = None) -> Iterator[GatewayProcess]:
+def plain_gunicorn(redis_url: str, env: dict[str, str] | None = None) -> Iterator[GatewayProcess]:
     """What the image runs: ``gunicorn -c ops/gunicorn.conf.py gateway.app:app``, 2 workers."""
-    with redis_db() as url:
-        port = free_port()
-        full = {
-            **os.environ,
-            "GATEWAY_HOST": "127.0.0.1",
-            "GATEWAY_PORT": str(port),
-            "GATEWAY_WORKERS": "2",
-            "GATEWAY_BROKER_URL": url,
-            "GATEWAY_LOG_FORMAT": "json",
-            **(env or {}),
-        }
-        log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the server
-            prefix="gateway-gunicorn-", suffix=".log", delete=False
-        )
-        command = [
-            str(Path(sys.executable).with_name("gunicorn")),
-            "-c",
-            "ops/gunicorn.conf.py",
-            "gateway.app:app",
-        ]
-        process = subprocess.Popen(
-            command,
-            cwd=REPO,
-            env=full,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        server = GatewayProcess(process, port, Path(log.name), env or {})
-        try:
-            wait_until(lambda: _healthy(server), 30, f"gunicorn on :{port} never became healthy")
-            yield server
-        finally:
-            server.stop()
+    port = free_port()
+    full = {
+        **os.environ,
+        "GATEWAY_HOST": "127.0.0.1",
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_WORKERS": "2",
+        "GATEWAY_BROKER_URL": redis_url,
+        "GATEWAY_LOG_FORMAT": "json",
+        **(env or {}),
+    }
+    log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the server
+        prefix="gateway-gunicorn-", suffix=".log", delete=False
+    )
+    command = [
+        str(Path(sys.executable).with_name("gunicorn")),
+        "-c",
+        "ops/gunicorn.conf.py",
+        "gateway.app:app",
+    ]
+    process = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=full,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    server = GatewayProcess(process, port, Path(log.name), env or {})
+    try:
+        wait_until(lambda: _healthy(server), 30, f"gunicorn on :{port} never became healthy")
+        yield server
+    finally:
+        server.stop()
 
 
 def _healthy(server: GatewayProcess) -> bool:

@@ -64,9 +64,9 @@ class Scraper:
             assert self.value(name) == expected
 
 
-async def test_connections_equal_connected_clients_through_close_and_kill_9() -> None:
+async def test_connections_equal_connected_clients_through_close_and_kill_9(redis_url: str) -> None:
     env = {"GATEWAY_RATE_LIMIT": "3/60", "GATEWAY_MAX_MESSAGE_BYTES": "40"}
-    with fleet(env) as server:
+    with fleet(redis_url, env) as server:
         scraper = Scraper(server)
         await scraper.settle("gateway_connections", 0)
         clients = {f"user-{n}": await Listener.connect(server, f"user-{n}") for n in range(CLIENTS)}
@@ -150,9 +150,9 @@ async def check_rejections_and_throughput(
     assert moved("gateway_broadcast_recipients_sum") == 3 * len(clients)
 
 
-async def test_exposition_is_the_contract_once_per_host() -> None:
+async def test_exposition_is_the_contract_once_per_host(redis_url: str) -> None:
     """Through plain gunicorn with the image's config file, not ``gateway serve``."""
-    with plain_gunicorn() as server:
+    with plain_gunicorn(redis_url) as server:
         clients = [await Listener.connect(server, f"reader-{n}") for n in range(4)]
         scraper = Scraper(server)
         await scraper.settle("gateway_connections", 4)

@@ -34,14 +34,16 @@ async def clients_on_both_workers(server: GatewayProcess) -> dict[int, Listener]
     return by_pid
 
 
-async def test_a_message_published_on_one_worker_and_delivered_on_the_other_is_one_trace() -> None:
+async def test_a_message_published_on_one_worker_and_delivered_on_the_other_is_one_trace(
+    redis_url: str,
+) -> None:
     with http_receiver() as receiver:
         env = {
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
             "OTEL_BSP_SCHEDULE_DELAY": "100",
             "GATEWAY_RATE_LIMIT": "0",
         }
-        with fleet(env) as server:
+        with fleet(redis_url, env) as server:
             by_pid = await clients_on_both_workers(server)
             (publisher_pid, sender), (consumer_pid, reader) = by_pid.items()
             await sender.send({"type": "message", "text": "across workers"})
