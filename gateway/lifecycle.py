@@ -3,9 +3,12 @@
 uvicorn's own shutdown sends every WebSocket a bare 1012 at once and only then runs the app's
 lifespan shutdown, so a lifespan hook comes too late to drain anything. :class:`DrainingServer`
 therefore runs :func:`drain` at the top of uvicorn's ``shutdown()`` and lets uvicorn finish
-afterwards. Every way a worker is told to stop reaches that method: SIGTERM or SIGINT to
-``gateway serve`` or to a gunicorn worker, the gunicorn master's TERM to its workers on stop and
-on HUP reload, and uvicorn's ``limit_max_requests`` (gunicorn ``max_requests`` recycling).
+afterwards: it closes what is left (idle HTTP keep-alives) and runs the lifespan shutdown, which
+closes the broker and presence backends once the last ``left`` event is out.
+
+Every way a worker is told to stop reaches that method: SIGTERM or SIGINT to ``gateway serve``
+or to a gunicorn worker, the gunicorn master's TERM to its workers on stop and on HUP reload,
+and uvicorn's ``limit_max_requests`` (gunicorn ``max_requests`` recycling).
 
 The whole stop, backends included, fits in ``GATEWAY_DRAIN_TIMEOUT`` counted from the signal:
 gunicorn's ``graceful_timeout`` (drain + 5 s) and the orchestrator's grace period are larger.
