@@ -434,9 +434,14 @@ async def run_idle(
     return result
 
 
-def median_run(results: list[Result]) -> Result:
-    """The run with the median p99, its delivered ratio replaced by the worst of all runs."""
-    ranked = sorted(results, key=lambda r: r.p99_ms if r.p99_ms is not None else float("inf"))
+def median_run(results: list[Result], by: str = "p99") -> Result:
+    """The run with the median p99 (or CPU per delivery), with the worst delivered ratio."""
+
+    def value(r: Result) -> float:
+        v = r.p99_ms if by == "p99" else r.cpu_us_per_delivery
+        return v if v is not None else float("inf")
+
+    ranked = sorted(results, key=value)
     chosen = ranked[(len(ranked) - 1) // 2]
     ratios = [r.delivered_ratio for r in results if r.delivered_ratio is not None]
     merged = Result(**{**asdict(chosen), "notes": list(chosen.notes)})
@@ -444,9 +449,12 @@ def median_run(results: list[Result]) -> Result:
     if ratios:
         merged.delivered_ratio = min(ratios)
     p99s = ", ".join(fmt(r.p99_ms) for r in results)
+    cpus = ", ".join(fmt(r.cpu_us_per_delivery) for r in results)
     delivered = ", ".join(fmt(r.delivered_ratio, ".2%") for r in results)
+    what = "p99" if by == "p99" else "CPU/delivery"
     merged.notes.append(
-        f"median of {len(results)} runs by p99 (p99 ms: {p99s}; delivered: {delivered})"
+        f"median of {len(results)} interleaved runs by {what} (p99 ms: {p99s}; "
+        f"µs CPU/delivery: {cpus}; delivered: {delivered})"
     )
     return merged
 
@@ -519,7 +527,7 @@ class Bench:
             return attach(self.opts.attach_url, wire=self.opts.wire, label=label)
         if target == "seed":
             seed = start_seed(self.opts.server_core, label=label)
-            self.meta.setdefault("servers", {})[label] = seed.command
+            self.meta.setdefault("servers", {})[label.split("#")[0]] = seed.command
             return seed
         extra = dict(env)
         if workers > 1:
@@ -535,8 +543,9 @@ class Bench:
             command=self.opts.gateway_command,
         )
         server.wire = self.opts.wire
-        self.meta.setdefault("servers", {})[label] = server.command
-        self.meta.setdefault("env", {})[label] = {
+        base_label = label.split("#")[0]
+        self.meta.setdefault("servers", {})[base_label] = server.command
+        self.meta.setdefault("env", {})[base_label] = {
             k: v for k, v in server.env.items() if k.startswith("GATEWAY_")
         }
         return server
@@ -551,32 +560,47 @@ class Bench:
     def targets(self) -> list[str]:
         return ["attached"] if self.opts.attach_url else self.opts.targets
 
+    async def repeated(
+        self, runs: list[tuple[str, Callable[[str], Awaitable[Result]]]], by: str, rounds: int
+    ) -> None:
+        """Run every (label, run) in turn, ``rounds`` times interleaved, so a change in the
+        machine's background load hits both sides of a ratio alike; record each median."""
+        rounds = max(1, rounds)
+        got: dict[str, list[Result]] = {label: [] for label, _ in runs}
+        for round_ in range(1, rounds + 1):
+            for label, run in runs:
+                result = await run(label + (f"#{round_}" if rounds > 1 else ""))
+                got[label].append(result)
+                if rounds > 1:
+                    print(f"  {result.line()}", flush=True)
+        for label, results in got.items():
+            self.record(label, results[0] if rounds == 1 else median_run(results, by))
+
+    def chat_run(
+        self, target: str, load: Load, workers: int = 1, broker: Server | None = None
+    ) -> Callable[[str], Awaitable[Result]]:
+        async def run(label: str) -> Result:
+            server = self.server(target, label, workers=workers)
+            return await run_chat(server, load, label, broker=broker)
+
+        return run
+
     async def fanout(self, load: Load, name: str = "fanout") -> None:
-        for target in self.targets():
-            label = f"{target}-{name}"
-            server = self.server(target, label)
-            self.record(label, await run_chat(server, load, label))
+        by = "cpu" if load.rate is None else "p99"
+        runs = [(f"{t}-{name}", self.chat_run(t, load)) for t in self.targets()]
+        await self.repeated(runs, by, self.opts.repeat)
 
     async def stalled(self, load: Load) -> None:
-        """Control and stalled runs, alternated ``--repeat`` times; the median p99 stands."""
-        repeat = max(1, self.opts.repeat)
+        """Control and stalled runs, interleaved; the gateway ``--repeat`` times (median p99)."""
+        control = Load(**{**asdict(load), "stalled": 0})
+        stalled = Load(**{**asdict(load), "stalled": load.stalled or 1})
         for target in self.targets():
-            runs: dict[str, list[Result]] = {"control": [], "stalled": []}
-            for round_ in range(1, repeat + 1):
-                for stalled in (0, load.stalled or 1):
-                    which = "stalled" if stalled else "control"
-                    label = f"{target}-{which}" + (f"#{round_}" if repeat > 1 else "")
-                    server = self.server(target, label)
-                    case = Load(**{**asdict(load), "stalled": stalled})
-                    result = await run_chat(server, case, label)
-                    runs[which].append(result)
-                    if repeat > 1:
-                        print(f"  {result.line()}", flush=True)
-                    else:
-                        self.record(label, result)
-            if repeat > 1:
-                for which, results in runs.items():
-                    self.record(f"{target}-{which}", median_run(results))
+            runs = [
+                (f"{target}-control", self.chat_run(target, control)),
+                (f"{target}-stalled", self.chat_run(target, stalled)),
+            ]
+            rounds = 1 if target == "seed" else self.opts.repeat
+            await self.repeated(runs, "p99", rounds)
 
     async def idle(self) -> None:
         count = self.opts.idle_connections
@@ -601,15 +625,17 @@ class Bench:
             self.record(label, result)
 
     async def workers(self, load: Load) -> None:
-        single = "gateway-fanout"
-        if single not in self.results and self.opts.attach_url is None:
-            server = self.server("gateway", single)
-            self.record(single, await run_chat(server, load, single))
-        label = f"gateway-workers{self.opts.workers}"
-        server = self.server("gateway", label, workers=self.opts.workers)
+        """``--workers N`` + Redis against one worker, interleaved (median CPU per delivery)."""
         redis_port = urlsplit(self.opts.redis_url).port or 6379
         broker = attach(f"http://127.0.0.1:{redis_port}", label="redis")
-        self.record(label, await run_chat(server, load, label, broker=broker))
+        runs = [
+            ("gateway-single", self.chat_run("gateway", load)),
+            (
+                f"gateway-workers{self.opts.workers}",
+                self.chat_run("gateway", load, workers=self.opts.workers, broker=broker),
+            ),
+        ]
+        await self.repeated(runs, "cpu", self.opts.repeat)
 
     async def corked(self, base: Load) -> None:
         """The corked-writes experiment (loadtest/experiments/corked_writes.py), same loads."""
@@ -999,7 +1025,10 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="leave idle gateway connections in the lobby (presence makes connecting O(N²))",
     )
     ap.add_argument(
-        "--repeat", type=int, default=3, help="control/stalled pairs in the stalled scenario"
+        "--repeat",
+        type=int,
+        default=3,
+        help="interleaved rounds per comparison; the median run is reported (1 = single run)",
     )
     ap.add_argument(
         "--gateway-command",

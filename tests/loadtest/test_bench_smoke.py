@@ -32,6 +32,7 @@ def test_fanout_against_running_gateway(tmp_path: Path) -> None:
         data = bench(
             "--scenario", "fanout", "--attach", gw.base_url,
             "-N", "20", "-P", "2", "--rate", "50", "--duration", "2", "--warmup", "0.5",
+            "--repeat", "1",
             "--json", str(tmp_path / "fanout.json"),
         )  # fmt: skip
     run = data["results"]["attached-fanout"]
@@ -49,6 +50,7 @@ def test_seed_baseline_and_stalled_receiver(tmp_path: Path) -> None:
     data = bench(
         "--scenario", "stalled", "--target", "seed", "--no-pin",
         "-N", "10", "-P", "1", "--rate", "50", "--duration", "1", "--warmup", "0.2",
+        "--repeat", "1",
         "--msg-bytes", "100", "--json", str(tmp_path / "stalled.json"),
     )  # fmt: skip
     control, stalled = data["results"]["seed-control"], data["results"]["seed-stalled"]
