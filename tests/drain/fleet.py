@@ -138,33 +138,57 @@ class ResumingClient:
 
 
 class Publisher:
-    """Posts a message every ``period`` seconds through the HTTP API and keeps the acked ids."""
+    """Posts a message every ``period`` seconds through the HTTP API and keeps the acked ids.
 
-    def __init__(self, base_url: Callable[[], str], api_key: str, period: float = 0.02) -> None:
+    Each tick starts its request without waiting for the previous one (up to ``in_flight`` at
+    once), so a slow moment of the server does not slow the publisher down.
+    """
+
+    def __init__(
+        self, base_url: Callable[[], str], api_key: str, period: float = 0.02, in_flight: int = 8
+    ) -> None:
         self.base_url = base_url
         self.api_key = api_key
         self.period = period
+        self.in_flight = in_flight
         self.acked: list[int] = []
         self.acked_at: list[float] = []
         self.failures = 0
+        self.skipped = 0
 
     async def run(self) -> None:
         headers = {"Authorization": f"Bearer {self.api_key}"}
         start = time.monotonic()
-        async with httpx.AsyncClient(headers=headers, timeout=scaled(2)) as http:
-            for n in range(1_000_000):
-                await asyncio.sleep(max(start + n * self.period - time.monotonic(), 0))
-                url = f"{self.base_url()}/api/rooms/{ROOM}/messages"
-                try:
-                    response = await http.post(url, json={"text": f"m{n}"})
-                except httpx.HTTPError:
-                    self.failures += 1
-                    continue
-                if response.status_code == 202:
-                    self.acked.append(int(response.json()["id"]))
-                    self.acked_at.append(time.monotonic())
-                else:
-                    self.failures += 1
+        pending: set[asyncio.Task[None]] = set()
+        limits = httpx.Limits(max_connections=self.in_flight)
+        async with httpx.AsyncClient(headers=headers, timeout=scaled(2), limits=limits) as http:
+            try:
+                for n in range(1_000_000):
+                    await asyncio.sleep(max(start + n * self.period - time.monotonic(), 0))
+                    if len(pending) >= self.in_flight:
+                        self.skipped += 1
+                        continue
+                    task = asyncio.create_task(self._post(http, f"m{n}"))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+            finally:
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _post(self, http: httpx.AsyncClient, text: str) -> None:
+        try:
+            response = await http.post(
+                f"{self.base_url()}/api/rooms/{ROOM}/messages", json={"text": text}
+            )
+        except httpx.HTTPError:
+            self.failures += 1
+            return
+        if response.status_code == 202:
+            self.acked.append(int(response.json()["id"]))
+            self.acked_at.append(time.monotonic())
+        else:
+            self.failures += 1
 
 
 async def stop(tasks: list[asyncio.Task[None]]) -> None:

@@ -105,7 +105,7 @@ async def finish(fleet: Fleet, restarted_at: float) -> dict[str, Any]:
         "clients did not all come back, or the publisher was never acknowledged again",
     )
     await stop(fleet.tasks[-1:])
-    last = fleet.publisher.acked[-1]
+    last = max(fleet.publisher.acked)
     with contextlib.suppress(TimeoutError):  # a client that never catches up is counted below
         await wait_for(
             lambda: all(c.last_id is not None and c.last_id >= last for c in fleet.clients),
@@ -113,9 +113,18 @@ async def finish(fleet: Fleet, restarted_at: float) -> dict[str, Any]:
             "some client never caught up with the last acknowledged message",
         )
     await stop(fleet.tasks[:-1])
-    acked = fleet.publisher.acked
+    acked = sorted(fleet.publisher.acked)  # concurrent posts are acknowledged out of order
     first = acked[0]
-    summary: dict[str, Any] = {"acked": len(acked), "publish_failures": fleet.publisher.failures}
+    back = max(client.legs[-1].opened_at for client in fleet.clients)
+    summary: dict[str, Any] = {
+        "acked": len(acked),
+        "acked_while_clients_were_away": sum(
+            restarted_at <= t <= back for t in fleet.publisher.acked_at
+        ),
+        "publish_failures": fleet.publisher.failures,
+        "publish_ticks_skipped": fleet.publisher.skipped,
+        "all_back_after_s": round(back - restarted_at, 2),
+    }
     lost: dict[str, int] = {}
     for client in fleet.clients:
         held = [seq for seq in client.ids if seq >= first]
