@@ -187,11 +187,10 @@ def test_prometheus_rule_groups_pass_promtool(tmp_path: Path) -> None:
 
 
 def deploy_doc() -> Path:
-    """The Deploy section: in README.md once merged there, else ops/README-deploy.md."""
+    """The README, whose Deploy section holds the overlay example."""
     readme = OPS.parent / "README.md"
-    if readme.exists() and "## Deploy" in readme.read_text():
-        return readme
-    return OPS / "README-deploy.md"
+    assert "## Deploy" in readme.read_text(), "README.md has no Deploy section"
+    return readme
 
 
 def test_documented_overlay_renders_and_validates(tmp_path: Path) -> None:
