@@ -11,4 +11,4 @@ import sys
 if "gateway.gunicorn_conf" in sys.modules:
     importlib.reload(sys.modules["gateway.gunicorn_conf"])
 
-from gateway.gunicorn_conf import *  # noqa: E402,F403
+from gateway.gunicorn_conf import *  # noqa: F403
