@@ -505,6 +505,7 @@ class Options:
     gateway_env: dict[str, str]
     json_out: Path | None
     results_md: Path
+    render_from: Path | None
     command: str
 
 
@@ -640,16 +641,21 @@ class Bench:
     async def corked(self, base: Load) -> None:
         """The corked-writes experiment (loadtest/experiments/corked_writes.py), same loads."""
         cmd = [sys.executable, "-m", "loadtest.experiments.corked_writes"]
-        for name, load in (
-            ("fanout", Load(**{**asdict(base), "rate": None})),
-            ("latency", preset_load("latency", base)),
-        ):
-            label = f"corked-{name}"
-            server = start_gateway(
-                self.opts.server_core, 1, self.gw_env(), label=label, command=cmd
-            )
-            self.meta.setdefault("servers", {})[label] = server.command
-            self.record(label, await run_chat(server, load, label))
+
+        def variant(load: Load) -> Callable[[str], Awaitable[Result]]:
+            async def run(label: str) -> Result:
+                server = start_gateway(
+                    self.opts.server_core, 1, self.gw_env(), label=label, command=cmd
+                )
+                self.meta.setdefault("servers", {})[label.split("#")[0]] = server.command
+                return await run_chat(server, load, label)
+
+            return run
+
+        fanout = Load(**{**asdict(base), "rate": None})
+        await self.repeated([("corked-fanout", variant(fanout))], "cpu", self.opts.repeat)
+        latency = preset_load("latency", base)
+        await self.repeated([("corked-latency", variant(latency))], "p99", self.opts.repeat)
 
     async def raw_ws_route(self) -> None:
         """The raw-route experiment (loadtest/experiments/raw_ws_route.py): idle RSS."""
@@ -822,7 +828,7 @@ def targets_table(r: dict[str, Result]) -> list[str]:
             f"{idle.rss_per_conn_kib / 20:.2f}x of budget | {verdict(ok)} |"
         )
     one, two = (
-        r.get("gateway-fanout"),
+        r.get("gateway-single") or r.get("gateway-fanout"),
         next((v for k, v in r.items() if k.startswith("gateway-workers")), None),
     )
     if one and two and one.cpu_us_per_delivery and two.cpu_us_per_delivery:
@@ -913,9 +919,13 @@ def render(bench: Bench, started: str, elapsed: float, busy: list[float]) -> str
     lines = [
         BEGIN,
         "",
-        f"Run {started} UTC, {elapsed:.0f} s, on {m.describe()}.",
-        f"Background load before the run: {', '.join(f'{b:.0%}' for b in busy)} per core "
-        "(busy fraction over 1 s).",
+        f"Run {started} UTC" + (f", {elapsed:.0f} s" if elapsed else "") + f", on {m.describe()}.",
+        (
+            f"Background load before the run: {', '.join(f'{b:.0%}' for b in busy)} per core "
+            "(busy fraction over 1 s)."
+            if busy
+            else ""
+        ),
         "",
         "```sh",
         bench.opts.command,
@@ -923,7 +933,8 @@ def render(bench: Bench, started: str, elapsed: float, busy: list[float]) -> str
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()) + ".",
         "",
-        f"Gateway source: {git_describe()}. OTEL_* set for the servers: "
+        f"Gateway source: {bench.meta.get('gateway_source') or git_describe()}. "
+        "OTEL_* set for the servers: "
         + (", ".join(sorted(k for k in os.environ if k.startswith("OTEL_"))) or "none")
         + " (no exporter: tracing as shipped; metrics on).",
         "",
@@ -1051,6 +1062,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
     ap.add_argument("--no-pin", action="store_true", help="pin nothing")
     ap.add_argument("--json", type=Path, default=None, help="write results as JSON here")
     ap.add_argument("--results-md", type=Path, default=RESULTS_MD)
+    ap.add_argument(
+        "--render-from",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="rewrite RESULTS.md from a raw results file of an earlier `all` run; runs nothing",
+    )
     a = ap.parse_args(argv)
 
     scenario: str = a.scenario
@@ -1097,12 +1115,32 @@ def parse_args(argv: list[str] | None = None) -> Options:
         gateway_env=env,
         json_out=a.json,
         results_md=a.results_md,
+        render_from=a.render_from,
         command="python -m loadtest.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
     )
 
 
+def rerender(opts: Options) -> int:
+    """RESULTS.md from a saved raw results file (same figures, current report layout)."""
+    assert opts.render_from is not None
+    data = json.loads(opts.render_from.read_text())
+    saved = parse_args(shlex.split(data["command"])[3:])  # after "python -m loadtest.bench"
+    bench = Bench(saved)
+    bench.meta = data.get("meta", {})
+    bench.meta.setdefault("gateway_source", data.get("gateway_source", "not recorded"))
+    bench.failures = data.get("failures", {})
+    for key, raw in data["results"].items():
+        bench.results[key] = Result(**raw)
+    block = render(bench, data["started_utc"], data.get("elapsed_s", 0.0), data.get("busy", []))
+    write_results_md(opts.results_md, block)
+    print(f"wrote {opts.results_md} from {opts.render_from}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
+    if opts.render_from is not None:
+        return rerender(opts)
     if opts.gen_core is not None:
         os.sched_setaffinity(0, {opts.gen_core})
     procstat.raise_nofile(200_000)
@@ -1110,6 +1148,7 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
     t0 = time.monotonic()
     bench = Bench(opts)
+    bench.meta["gateway_source"] = git_describe()
     try:
         import uvloop
 
@@ -1127,6 +1166,8 @@ def main(argv: list[str] | None = None) -> int:
         "meta": bench.meta,
         "results": {k: asdict(v) for k, v in bench.results.items()},
         "failures": bench.failures,
+        "elapsed_s": elapsed,
+        "busy": busy,
     }
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     out = opts.json_out or RESULTS_DIR / f"{started.replace(' ', 'T')}-{opts.scenario}.json"
