@@ -21,7 +21,8 @@ LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
 LOCUST = Path(sys.executable).with_name("locust")
 
 pytestmark = pytest.mark.skipif(
-    not LOCUST.exists(), reason="locust not installed (pip install -e '.[load]')"
+    not LOCUST.exists() and os.environ.get("CI") != "true",
+    reason="locust not installed (pip install -e '.[load]')",
 )
 
 
