@@ -7,6 +7,10 @@ socket that already has frames pending in this tick is appended to them instead,
 callback per tick (``loop.call_soon``) writes each dirty socket's frames with a single
 ``transport.write``. Frames keep their order; a close or a ping flushes what is pending first.
 
+``LOADTEST_CORK=first-now`` (the adaptive variant) writes a socket's first frame of a tick at
+once, as the shipped code does, and corks only the second and later frames of the same tick:
+at low rates it behaves exactly like the shipped code, at high rates it still coalesces.
+
 Run it like ``gateway`` (the benchmark does with
 ``--gateway-command "python -m loadtest.experiments.corked_writes"``)::
 
@@ -15,6 +19,7 @@ Run it like ``gateway`` (the benchmark does with
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -22,6 +27,8 @@ from gateway import wsprotocol
 from gateway.cli import main
 
 Protocol = wsprotocol.GatewayWebSocketProtocol
+
+FIRST_NOW = os.environ.get("LOADTEST_CORK", "") == "first-now"
 
 _dirty: list[Any] = []
 _scheduled = [False]
@@ -43,16 +50,26 @@ def _flush_all() -> None:
         _flush_one(proto)
 
 
+def _schedule(proto: Any) -> None:
+    _dirty.append(proto)
+    if not _scheduled[0]:
+        _scheduled[0] = True
+        proto.loop.call_soon(_flush_all)
+
+
 def write_frame(self: Any, data: bytes) -> None:
     cork: list[bytes] | None = self.__dict__.get("_cork")
     if cork is not None:
         cork.append(data)
         return
+    if FIRST_NOW:
+        # First frame of this tick goes out now; later ones in the same tick are corked.
+        self.transport.write(data)
+        self.__dict__["_cork"] = []
+        _schedule(self)
+        return
     self.__dict__["_cork"] = [data]
-    _dirty.append(self)
-    if not _scheduled[0]:
-        _scheduled[0] = True
-        self.loop.call_soon(_flush_all)
+    _schedule(self)
 
 
 def close_now(self: Any, code: int, reason: str) -> None:
