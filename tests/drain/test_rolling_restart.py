@@ -69,22 +69,26 @@ def fleet_env(redis_url: str) -> dict[str, str]:
 
 async def start_fleet(env: dict[str, str]) -> Fleet:
     server = launch_gateway(env, workers=2)
-    wait_until(  # both workers serving, so both get clients (and have a drain to log)
-        lambda: server.log().count("Application startup complete") >= 2, 20, "workers booting"
-    )
-    fleet = Fleet(server, [], Publisher(lambda: "", API_KEY), [])
-    fleet.publisher.base_url = fleet.base_url
-    fleet.clients = [ResumingClient(f"c{n}", fleet.url) for n in range(CLIENTS)]
-    for client in fleet.clients:  # one at a time, so both workers get some of them
-        fleet.tasks.append(asyncio.create_task(client.run()))
-        await asyncio.wait_for(client.joined.wait(), scaled(10))
-    fleet.tasks.append(asyncio.create_task(fleet.publisher.run()))
-    await wait_for(
-        lambda: len(fleet.publisher.acked) >= 25 and all(c.ids for c in fleet.clients),
-        20,
-        "the publisher's first messages never reached every client",
-    )
-    return fleet
+    try:
+        wait_until(  # both workers serving, so both get clients (and have a drain to log)
+            lambda: server.log().count("Application startup complete") >= 2, 20, "workers booting"
+        )
+        fleet = Fleet(server, [], Publisher(lambda: "", API_KEY), [])
+        fleet.publisher.base_url = fleet.base_url
+        fleet.clients = [ResumingClient(f"c{n}", fleet.url) for n in range(CLIENTS)]
+        for client in fleet.clients:  # one at a time, so both workers get some of them
+            fleet.tasks.append(asyncio.create_task(client.run()))
+            await asyncio.wait_for(client.joined.wait(), scaled(10))
+        fleet.tasks.append(asyncio.create_task(fleet.publisher.run()))
+        await wait_for(
+            lambda: len(fleet.publisher.acked) >= 25 and all(c.ids for c in fleet.clients),
+            20,
+            "the publisher's first messages never reached every client",
+        )
+        return fleet
+    except BaseException:
+        server.stop()  # a fleet that never started fully is not left behind
+        raise
 
 
 def healthy(fleet: Fleet) -> None:
