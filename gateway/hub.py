@@ -71,10 +71,6 @@ class Hub:
         return self.broker.ready
 
     @staticmethod
-    def room_channel(room: str) -> str:
-        return room_channel(room)
-
-    @staticmethod
     def _first_anonymous_id(settings: Settings) -> int:
         """One process counts from 1 like the seed; a fleet's workers must not hand out twins."""
         return 1 if not settings.uses_shared_broker else random.randrange(10**9) * 10**6 + 1

@@ -77,17 +77,12 @@ class FrameSink(Protocol):
 
 
 class Outbox:
-    def __init__(
-        self,
-        sink: FrameSink,
-        wire: WireFormat,
-        limit: int,
-        on_overflow: Callable[[], None],
-    ) -> None:
+    def __init__(self, sink: FrameSink, wire: WireFormat, limit: int) -> None:
         self.sink = sink
         self.wire = wire
         self.limit = limit
-        self.on_overflow = on_overflow
+        self.on_overflow: Callable[[], None] = lambda: None
+        """Set by the owning session: what a full queue means is its decision."""
         self.closing: Disconnect | None = None
         self._queue: deque[str] = deque()
         self._wake = asyncio.Event()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gateway import disconnect, metrics
-from gateway.broker import BrokerUnavailable
+from gateway.broker import BrokerUnavailable, room_channel
 from gateway.disconnect import Disconnect
 from gateway.outbox import Outbox, OutFrame
 from gateway.protocol import (
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from gateway.hub import Hub
 
 log = logging.getLogger("gateway.session")
+NOT_SENT = "message not sent: broker unavailable, retry"
 
 
 @dataclass(slots=True)
@@ -98,15 +99,12 @@ class Session:
 
     async def _chat(self, command: SendMessage) -> None:
         room = command.room or self.current_room
-        if room not in self.rooms:
-            self.send_error(ErrorCode.UNKNOWN_ROOM, f"not a member of room {room!r}")
-            return
-        if not await self._within_rate():
+        if not self._is_member(room) or not await self._within_rate():
             return
         try:
             await self.hub.publish_message(room, self.user, command.text)
         except BrokerUnavailable:
-            self.send_error(ErrorCode.UNAVAILABLE, "message not sent: broker unavailable, retry")
+            self.send_error(ErrorCode.UNAVAILABLE, NOT_SENT)
 
     async def _direct(self, command: SendDirect) -> None:
         if not await self._within_rate():
@@ -117,7 +115,7 @@ class Session:
                 return
             await self.hub.publish_direct(self.user, command.to, command.text)
         except BrokerUnavailable:
-            self.send_error(ErrorCode.UNAVAILABLE, "message not sent: broker unavailable, retry")
+            self.send_error(ErrorCode.UNAVAILABLE, NOT_SENT)
 
     async def _within_rate(self) -> bool:
         if await self.hub.limiter.allow(self.user):
@@ -129,9 +127,14 @@ class Session:
             self.close(disconnect.ABUSE)
         return False
 
+    def _is_member(self, room: str) -> bool:
+        if room in self.rooms:
+            return True
+        self.send_error(ErrorCode.UNKNOWN_ROOM, f"not a member of room {room!r}")
+        return False
+
     async def _leave(self, room: str) -> None:
-        if room not in self.rooms:
-            self.send_error(ErrorCode.UNKNOWN_ROOM, f"not a member of room {room!r}")
+        if not self._is_member(room):
             return
         await self.hub.leave(self, room)
         self.send({"type": "left", "room": room})
@@ -143,7 +146,7 @@ class Session:
         cursor = self.rooms[room]
         cursor.held = []
         try:
-            history = await self.hub.broker.history(self.hub.room_channel(room), after)
+            history = await self.hub.broker.history(room_channel(room), after)
         except BrokerUnavailable:
             self.send_error(ErrorCode.UNAVAILABLE, "history unavailable, retry resume")
             self._release_held(cursor)

@@ -106,7 +106,7 @@ async def serve_connection(websocket: WebSocket, hub: Hub, user: str | None) -> 
         await _refuse(websocket, disconnect.POLICY)
         return
     sink = _sink_for(websocket)
-    outbox = Outbox(sink, wire, hub.settings.send_queue, on_overflow=lambda: None)
+    outbox = Outbox(sink, wire, hub.settings.send_queue)
     session = Session(hub, admitted.user or hub.anonymous_user(), hub.connection_id(), wire, outbox)
     session.may_join = admitted.may_join
     logs.bind_connection(session.connection_id, session.user)

@@ -107,7 +107,7 @@ async def _publish_loop(recipients: int, messages: int, rounds: int) -> list[flo
     hub = Hub(load_settings(rate_limit=RateLimit(0, 0), idle_timeout=0, send_queue=10))
     await hub.start()
     for n in range(recipients):
-        outbox = Outbox(_DiscardSink(), WireFormat.JSON, 10, on_overflow=lambda: None)
+        outbox = Outbox(_DiscardSink(), WireFormat.JSON, 10)
         session = Session(hub, f"user-{n}", hub.connection_id(), WireFormat.JSON, outbox)
         await hub.attach(session, allow_duplicate=False)
     per_message = []

@@ -61,7 +61,7 @@ async def started_hub() -> Hub:
 
 
 async def attach(hub: Hub, user: str) -> Session:
-    outbox = Outbox(Sink(), WireFormat.JSON, 100, on_overflow=lambda: None)
+    outbox = Outbox(Sink(), WireFormat.JSON, 100)
     session = Session(hub, user, hub.connection_id(), WireFormat.JSON, outbox)
     assert await hub.attach(session, allow_duplicate=False) is None
     return session

@@ -49,7 +49,7 @@ class FakeSink:
 class Client:
     def __init__(self, hub: Hub, user: str, wire: WireFormat = WireFormat.JSON) -> None:
         self.sink = FakeSink()
-        outbox = Outbox(self.sink, wire, hub.settings.send_queue, on_overflow=lambda: None)
+        outbox = Outbox(self.sink, wire, hub.settings.send_queue)
         self.session = Session(hub, user, hub.connection_id(), wire, outbox)
         self.writer = asyncio.create_task(outbox.run())
 
