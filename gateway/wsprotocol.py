@@ -8,6 +8,7 @@ connection, no task), but reports a dead peer as an ordinary close. This subclas
 * records a missed pong, so the app can count ``heartbeat_timeout`` closes;
 * lets the app write a pre-encoded frame straight to the transport: a server frame is unmasked,
   so one encoding of a broadcast serves every recipient without an ASGI round trip each;
+* corks a socket's second and later frames of one loop tick into one write (gateway/corking.py);
 * closes without waiting for a writable socket (a slow consumer's buffer may never drain).
 
 The app finds it in ``scope["extensions"]["gateway.transport"]``; under any other server the
@@ -16,12 +17,15 @@ extension is absent and the app falls back to plain ASGI sends.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import socket
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from gateway.corking import CORK_LIMIT, FlushingTransport, TickFlusher, flusher_for
 
 EXTENSION = "gateway.transport"
 
@@ -33,6 +37,12 @@ class _ClientFaultLog(logging.LoggerAdapter[logging.Logger]):
 
 class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     heartbeat_timed_out = False
+    _raw_transport: asyncio.Transport
+    _flusher: TickFlusher
+    _corked: list[bytes] | None = None
+    """None: nothing written this tick; a list: wrote this tick, later frames wait here."""
+    _corked_bytes = 0
+    _write_paused = False
     send_buffer_bytes = 0
     """Kernel send buffer per socket (SO_SNDBUF); 0 keeps the OS default.
 
@@ -46,6 +56,9 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
+        self._raw_transport = transport
+        self._flusher = flusher_for(self.loop)
+        self.transport = cast(asyncio.Transport, FlushingTransport(self, transport))
         sock = transport.get_extra_info("socket")
         if self.send_buffer_bytes and sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes)
@@ -93,23 +106,47 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
             self.handshake_complete = True
 
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        super().pause_writing()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        super().resume_writing()
+
     def can_write(self) -> bool:
         return (
             self.handshake_complete
             and not self.close_sent
             and not self.disconnected
-            and self.writable.is_set()
+            and not self._write_paused
+            and self._corked_bytes < CORK_LIMIT
         )
 
     def write_frame(self, data: bytes) -> None:
-        self.transport.write(data)
+        """Write at once if this is the socket's first frame of the tick, else cork it."""
+        corked = self._corked
+        if corked is None:
+            self._raw_transport.write(data)
+            self._corked = []
+            self._flusher.enlist(self)
+        else:
+            corked.append(data)
+            self._corked_bytes += len(data)
+
+    def uncork(self) -> None:
+        corked, self._corked = self._corked, None
+        if corked:
+            self._corked_bytes = 0
+            if not self._raw_transport.is_closing():
+                self._raw_transport.write(corked[0] if len(corked) == 1 else b"".join(corked))
 
     async def wait_writable(self) -> None:
         await self.writable.wait()
 
     @property
     def gone(self) -> bool:
-        return self.disconnected or self.close_sent or self.transport.is_closing()
+        return self.disconnected or self.close_sent or self._raw_transport.is_closing()
 
     def close_now(self, code: int, reason: str) -> None:
         """Send a close frame behind whatever is buffered; abort if the peer never answers."""

@@ -1,0 +1,88 @@
+"""Adaptive write corking: at most one ``send()`` per socket per event-loop tick after the first.
+
+Profiles of the fan-out at full rate put three quarters of the gateway's CPU in one
+``transport.write`` per recipient per message: a system call and a TCP segment each. When
+several broadcasts are fanned out in the same loop tick, a socket's later frames can share one
+write. So a socket's *first* frame in a tick still goes out at once (at low rates nothing waits),
+and only frames written to the same socket later in that tick are held ("corked") and written
+together by one callback the loop runs next. Measured in loadtest/RESULTS.md.
+
+The one rule that keeps this correct: nothing else may reach the socket ahead of corked frames.
+:class:`FlushingTransport` stands in for the transport wherever the server's own code writes
+(pongs, pings, close frames, the closing handshake), and flushes the cork before it does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+CORK_LIMIT = 64 * 1024
+"""Corked bytes per socket after which the socket reports itself unwritable for this tick, so a
+burst lands in the connection's bounded send queue, where a slow consumer is noticed."""
+
+
+class Corkable(Protocol):
+    def uncork(self) -> None: ...
+
+
+class TickFlusher:
+    """The connections corked in this tick, flushed by one loop callback for all of them."""
+
+    __slots__ = ("_corked", "_loop", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._corked: list[Corkable] = []
+        self._scheduled = False
+
+    def enlist(self, connection: Corkable) -> None:
+        self._corked.append(connection)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        corked, self._corked = self._corked, []
+        for connection in corked:
+            connection.uncork()
+
+
+_flushers: dict[asyncio.AbstractEventLoop, TickFlusher] = {}
+
+
+def flusher_for(loop: asyncio.AbstractEventLoop) -> TickFlusher:
+    """One flusher per loop (a process normally runs one; tests may run several in turn)."""
+    flusher = _flushers.get(loop)
+    if flusher is None:
+        for stale in [other for other in _flushers if other.is_closed()]:
+            del _flushers[stale]
+        flusher = _flushers[loop] = TickFlusher(loop)
+    return flusher
+
+
+class FlushingTransport:
+    """The transport as the server's own code sees it: every write or close is ordered behind
+    the frames the gateway has corked, so a close frame never overtakes a message."""
+
+    __slots__ = ("_connection", "_transport")
+
+    def __init__(self, connection: Corkable, transport: asyncio.Transport) -> None:
+        self._connection = connection
+        self._transport = transport
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._connection.uncork()
+        self._transport.write(data)
+
+    def writelines(self, chunks: Any) -> None:
+        self._connection.uncork()
+        self._transport.writelines(chunks)
+
+    def close(self) -> None:
+        self._connection.uncork()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)

@@ -1,0 +1,132 @@
+"""Write corking on the real protocol class over a recording transport: a socket's first frame
+of a tick goes out at once, later ones in one write on the next tick, and nothing the server
+itself writes (a close frame) ever overtakes a corked message."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+from websockets.protocol import State
+
+from gateway.corking import CORK_LIMIT
+from gateway.outbox import encode_text_frame
+from gateway.wsprotocol import GatewayWebSocketProtocol
+
+
+class RecordingTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closing = False
+
+    def write(self, data: Any) -> None:
+        assert not self.closing, "write after close"
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(
+            name, default
+        )
+
+
+async def _app(scope: Any, receive: Any, send: Any) -> None:  # never called here
+    raise AssertionError
+
+
+def _connected() -> tuple[GatewayWebSocketProtocol, RecordingTransport]:
+    config = Config(app=_app, ws=GatewayWebSocketProtocol, ws_ping_interval=None)
+    config.load()
+    protocol = GatewayWebSocketProtocol(config, ServerState(), {}, asyncio.get_running_loop())
+    transport = RecordingTransport()
+    protocol.connection_made(transport)
+    protocol.handshake_complete = True
+    protocol.conn.state = State.OPEN
+    return protocol, transport
+
+
+async def _next_tick() -> None:
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
+
+FRAMES = [encode_text_frame(f"message {n}") for n in range(4)]
+
+
+async def test_first_frame_of_a_tick_is_written_at_once_the_rest_together_next_tick() -> None:
+    protocol, transport = _connected()
+    for frame in FRAMES:
+        protocol.write_frame(frame)
+    assert transport.writes == [FRAMES[0]]
+    await _next_tick()
+    assert transport.writes == [FRAMES[0], b"".join(FRAMES[1:])]
+
+
+async def test_a_quiet_socket_writes_every_frame_at_once() -> None:
+    protocol, transport = _connected()
+    for frame in FRAMES:
+        protocol.write_frame(frame)
+        await _next_tick()
+    assert transport.writes == FRAMES
+
+
+async def test_a_close_frame_goes_out_behind_corked_frames() -> None:
+    protocol, transport = _connected()
+    for frame in FRAMES:
+        protocol.write_frame(frame)
+    protocol.close_now(1001, "going away")
+    assert b"".join(transport.writes[:2]) == b"".join(FRAMES)
+    assert transport.writes[2][:2] == b"\x88\x0c"  # the close frame: 1001 + reason
+    await _next_tick()
+    assert len(transport.writes) == 3
+
+
+async def test_the_servers_own_close_flushes_the_cork_before_the_socket_closes() -> None:
+    protocol, transport = _connected()
+    for frame in FRAMES:
+        protocol.write_frame(frame)
+    protocol.transport.close()
+    assert b"".join(transport.writes) == b"".join(FRAMES)
+    assert transport.closing
+
+
+async def test_an_abort_drops_the_cork_and_writes_nothing_after() -> None:
+    protocol, transport = _connected()
+    for frame in FRAMES:
+        protocol.write_frame(frame)
+    protocol.transport.abort()
+    await _next_tick()
+    assert transport.writes == [FRAMES[0]]
+
+
+async def test_a_full_cork_makes_the_socket_unwritable_until_flushed() -> None:
+    protocol, _ = _connected()
+    big = encode_text_frame("x" * 1024)
+    protocol.write_frame(big)
+    written = 0
+    while protocol.can_write():
+        protocol.write_frame(big)
+        written += 1
+        assert written <= CORK_LIMIT // len(big) + 1
+    assert written >= CORK_LIMIT // len(big) - 1
+    await _next_tick()
+    assert protocol.can_write()
+
+
+async def test_transport_back_pressure_makes_the_socket_unwritable() -> None:
+    protocol, _ = _connected()
+    protocol.pause_writing()
+    assert not protocol.can_write()
+    protocol.resume_writing()
+    assert protocol.can_write()
