@@ -1,6 +1,6 @@
-"""Experiments: gateway variants measured with the benchmark before anyone changes gateway/.
+"""Experiments: gateway variants measured by the same benchmark as the shipped code.
 
-Each module here runs ``gateway`` with one idea patched in at run time, so the idea's effect is
-measured by the same benchmark as the shipped code (``--gateway-command``), and RESULTS.md can
-say what the next change buys before it is made. Nothing here is imported by the gateway.
+Each module runs ``gateway`` with one idea patched in at run time (``--gateway-command``): either
+a next idea, measured before anyone changes gateway/, or a shipped change undone, so RESULTS.md
+can say what that change wins in the same run. Nothing here is imported by the gateway.
 """

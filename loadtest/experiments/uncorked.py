@@ -1,0 +1,28 @@
+"""Experiment: the gateway without write corking, to measure what corking wins in the same run.
+
+Shipped, a socket's second and later frames of one event-loop tick wait for one combined write
+(gateway/corking.py). Here every frame is written to its socket at once, one ``send()`` per
+delivery, as the gateway did before corking.
+
+    python -m loadtest.experiments.uncorked serve --host 127.0.0.1 --port 8000
+"""
+
+from __future__ import annotations
+
+import sys
+
+from gateway.cli import main
+from gateway.wsprotocol import GatewayWebSocketProtocol
+
+
+def _write_at_once(self: GatewayWebSocketProtocol, data: bytes) -> None:
+    self._raw_transport.write(data)
+
+
+def install() -> None:
+    GatewayWebSocketProtocol.write_frame = _write_at_once  # type: ignore[method-assign]
+
+
+if __name__ == "__main__":
+    install()
+    sys.exit(main(sys.argv[1:]))
