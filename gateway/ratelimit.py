@@ -47,20 +47,11 @@ class MessageRateLimiter:
     def _storage(self, broker_url: str) -> Any:
         if urlsplit(broker_url).scheme not in {"redis", "rediss"}:
             return storage_from_string("async+memory://")
-        from redis.asyncio import ConnectionPool
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
-        from gateway.broker.redis import COMMAND_TIMEOUT, CONNECT_TIMEOUT, split_url
+        from gateway.broker.redis import connection_pool, split_url
 
         url, prefix = split_url(broker_url)
-        # Our own pool (fail fast like the broker's clients, closed by aclose).
-        self._pool = ConnectionPool.from_url(
-            url,
-            socket_connect_timeout=CONNECT_TIMEOUT,
-            socket_timeout=COMMAND_TIMEOUT,
-            retry=Retry(NoBackoff(), 1),
-        )
+        # Our own pool, bounded and failing fast like the broker's clients; closed by aclose.
+        self._pool = connection_pool(url, retries=1)
         options: dict[str, Any] = {
             "implementation": "redispy",
             "key_prefix": f"{prefix}:ratelimit",

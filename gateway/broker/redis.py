@@ -24,7 +24,7 @@ import random
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -42,6 +42,13 @@ HISTORY_TTL = 7 * 24 * 3600
 """Seconds a room's sequence and history outlive its last publication."""
 CONNECT_TIMEOUT = 2.0
 COMMAND_TIMEOUT = 5.0
+POOL_SIZE = 50
+"""Connections one client (pool) of a worker may open. A worker has three: broker commands,
+presence and the rate limit (plus one pub/sub connection), so a fleet of W workers holds at most
+about 150 x W of Redis' 10,000 default ``maxclients``. ``?max_connections=`` in the URL wins."""
+POOL_TIMEOUT = COMMAND_TIMEOUT
+"""Seconds a command waits for a free pooled connection before it counts as Redis being
+unavailable: as long as it may wait for Redis' answer. ``?timeout=`` in the URL wins."""
 PING_INTERVAL = 3.0
 """Seconds of pub/sub silence before a PING; three silent intervals count as a dead link."""
 BACKOFF_BASE = 0.1
@@ -89,17 +96,31 @@ def split_url(url: str) -> tuple[str, str]:
     return urlunsplit(parts._replace(query=rest)), prefix
 
 
-def connect(url: str, *, retries: int) -> Redis:
-    """A client that fails fast: the gateway reports an outage rather than hanging in retries.
+def connection_pool(url: str, *, retries: int) -> BlockingConnectionPool:
+    """A bounded pool whose commands queue for a connection when all are busy.
 
-    One immediate retry lets a pooled connection that Redis closed (a restart) reconnect.
+    redis-py's default pool raises ``Too many connections`` at once when its 100 connections
+    are checked out, which a storm of a few hundred handshakes per worker (each awaiting
+    several commands) reaches: connections were refused with 1011. Here a command waits up to
+    :data:`POOL_TIMEOUT` for a connection instead, and Redis sees at most :data:`POOL_SIZE`
+    connections per pool however many handshakes are in flight.
+
+    Otherwise it fails fast: the gateway reports an outage rather than hanging in retries. One
+    immediate retry lets a pooled connection that Redis closed (a restart) reconnect.
     """
-    return Redis.from_url(
+    return BlockingConnectionPool.from_url(
         url,
+        max_connections=POOL_SIZE,
+        timeout=POOL_TIMEOUT,
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_timeout=COMMAND_TIMEOUT,
         retry=Retry(NoBackoff(), retries),
     )
+
+
+def connect(url: str, *, retries: int) -> Redis:
+    """A client on its own :func:`connection_pool`, closed with the client."""
+    return Redis.from_pool(connection_pool(url, retries=retries))
 
 
 class RedisBroker(Broker):

@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.broker import BrokerUnavailable, room_channel
-from gateway.broker.redis import RedisBroker, split_url
+from gateway.broker.redis import POOL_SIZE, POOL_TIMEOUT, RedisBroker, connection_pool, split_url
 from gateway.presence.redis import RedisPresence
 from gateway.ratelimit import MessageRateLimiter
 from gateway.settings import RateLimit
@@ -86,6 +86,33 @@ def test_url_prefix_is_taken_out_of_the_redis_url() -> None:
         "p",
     )
     assert split_url("redis://h:1/0") == ("redis://h:1/0", "gateway")
+
+
+def test_pools_are_bounded_and_blocking_and_the_url_may_resize_them() -> None:
+    pool = connection_pool("redis://h:1/0", retries=1)
+    assert isinstance(pool, aioredis.BlockingConnectionPool)
+    assert (pool.max_connections, pool.timeout) == (POOL_SIZE, POOL_TIMEOUT)
+    pool = connection_pool("redis://h:1/0?max_connections=7&timeout=1.5", retries=1)
+    assert (pool.max_connections, pool.timeout) == (7, 1.5)
+
+
+async def test_more_commands_in_flight_than_pooled_connections_wait_their_turn(
+    workers: Workers, redis_url: str
+) -> None:
+    """Two connections, 200 concurrent reads and writes: none fails (the old pool raised
+    ``Too many connections`` for every command beyond its limit)."""
+    workers.url = f"{redis_url}&max_connections=2"
+    presence = await workers.presence()
+    for n in range(100):
+        await presence.add("busy", f"user{n}", f"c{n}")
+
+    results = await asyncio.gather(
+        *(presence.online("busy") for _ in range(100)),
+        *(presence.connections_of(f"user{n}") for n in range(100)),
+    )
+    assert results[:100] == [sorted(f"user{n}" for n in range(100))] * 100
+    assert results[100:] == [0] * 100
+    assert presence._client.connection_pool.max_connections == 2
 
 
 # Several workers, one Redis
