@@ -111,7 +111,6 @@ async def serve_connection(websocket: WebSocket, hub: Hub, user: str | None) -> 
     session.may_join = admitted.may_join
     logs.bind_connection(session.connection_id, session.user)
     log.info("connection opened", extra={"path": websocket.url.path, "format": wire.value})
-    writer = asyncio.create_task(outbox.run(), name=f"writer-{session.connection_id}")
     _track(hub, session)
     ended = disconnect.SERVER_ERROR
     expiry = None
@@ -139,10 +138,11 @@ async def serve_connection(websocket: WebSocket, hub: Hub, user: str | None) -> 
         if expiry is not None:
             expiry.cancel()
         await hub.detach(session)
-        if not writer.done():
+        if not outbox.finished:
             session.close(ended)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(writer, timeout=hub.settings.drain_timeout)
+            if (writer := outbox.writer) is not None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(writer, timeout=hub.settings.drain_timeout)
         metrics.CONNECTIONS_CLOSED.labels(ended.reason).inc()
         log.info(
             "connection closed",
