@@ -8,7 +8,9 @@ connection, no task), but reports a dead peer as an ordinary close. This subclas
 * records a missed pong, so the app can count ``heartbeat_timeout`` closes;
 * lets the app write a pre-encoded frame straight to the transport: a server frame is unmasked,
   so one encoding of a broadcast serves every recipient without an ASGI round trip each;
-* closes without waiting for a writable socket (a slow consumer's buffer may never drain).
+* closes without waiting for a writable socket (a slow consumer's buffer may never drain);
+* forgets the handshake once the connection is accepted: the parsed request's and the
+  response's headers, and the scope's header list (a connection lives for hours, idle).
 
 The app finds it in ``scope["extensions"]["gateway.transport"]``; under any other server the
 extension is absent and the app falls back to plain ASGI sends.
@@ -55,6 +57,9 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         scope = getattr(self, "scope", None)
         if scope is not None:
             scope["extensions"][EXTENSION] = self
+        # The scope has its own copy of the headers now. websockets' parser keeps the Request
+        # for the connection's life (a local of its generator), so empty it rather than drop it.
+        event.headers.clear()
 
     def start_keepalive(self) -> None:
         if self.ping_interval is not None and self.ping_interval > 0:
@@ -92,6 +97,20 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         await super().send(message)
         if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
             self.handshake_complete = True
+        elif message["type"] == "websocket.accept" and self.handshake_complete:
+            self._forget_handshake()
+
+    def _forget_handshake(self) -> None:
+        """Drop what only the handshake needed, about 2 KiB per connection.
+
+        The app decides on the headers (origin, host, token, subprotocols) before it accepts;
+        after that nothing reads them, so the scope's list is emptied in place (Starlette's
+        ``Headers`` of the connection share it, and read as empty from here on).
+        """
+        del self.response
+        headers = self.scope["headers"]
+        if isinstance(headers, list):
+            headers.clear()
 
     def can_write(self) -> bool:
         return (
