@@ -10,7 +10,9 @@ connection, no task), but reports a dead peer as an ordinary close. This subclas
   so one encoding of a broadcast serves every recipient without an ASGI round trip each;
 * closes without waiting for a writable socket (a slow consumer's buffer may never drain);
 * forgets the handshake once the connection is accepted: the parsed request's and the
-  response's headers, and the scope's header list (a connection lives for hours, idle).
+  response's headers, and the scope's header list (a connection lives for hours, idle);
+* replaces uvicorn's per-connection ``asyncio.Queue`` by an equivalent that allocates nothing
+  until used (it preallocates four deques, ~3 KiB, per connection).
 
 The app finds it in ``scope["extensions"]["gateway.transport"]``; under any other server the
 extension is absent and the app falls back to plain ASGI sends.
@@ -18,12 +20,18 @@ extension is absent and the app falls back to plain ASGI sends.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGIReceiveEvent
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
 
 EXTENSION = "gateway.transport"
 
@@ -31,6 +39,36 @@ EXTENSION = "gateway.transport"
 class _ClientFaultLog(logging.LoggerAdapter[logging.Logger]):
     def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
         self.info(msg, *args)
+
+
+class ReceiveQueue:
+    """What uvicorn uses of ``asyncio.Queue`` for a connection's received events, for its one
+    reader (the app's ``receive``): a list, and a future only while the reader waits."""
+
+    __slots__ = ("_getter", "_items")
+
+    def __init__(self) -> None:
+        self._items: list[ASGIReceiveEvent] = []
+        self._getter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: ASGIReceiveEvent) -> None:
+        self._items.append(item)
+        if self._getter is not None and not self._getter.done():
+            self._getter.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    async def get(self) -> ASGIReceiveEvent:
+        while not self._items:
+            if self._getter is not None:
+                raise RuntimeError("receive() is already being awaited")
+            self._getter = asyncio.get_running_loop().create_future()
+            try:
+                await self._getter
+            finally:
+                self._getter = None
+        return self._items.pop(0)
 
 
 class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -41,6 +79,17 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     Linux autotunes a stalled peer's buffer up to ``tcp_wmem`` max (4 MiB here): that much
     per connection hides a slow consumer from the send queue and costs kernel memory.
     """
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        # uvicorn only calls put_nowait, get and empty on it.
+        self.queue = ReceiveQueue()  # type: ignore[assignment]
 
     @classmethod
     def configured(cls, send_buffer_bytes: int) -> type[GatewayWebSocketProtocol]:
