@@ -1,4 +1,4 @@
-"""The light stand-in for uvicorn's per-connection asyncio.Queue."""
+"""The light stand-ins for uvicorn's per-connection asyncio.Queue and asyncio.Event."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gateway.wsprotocol import ReceiveQueue
+from gateway.wsprotocol import Flag, ReceiveQueue
 
 
 async def test_receive_queue_hands_out_events_in_order() -> None:
@@ -48,3 +48,29 @@ async def test_receive_queue_refuses_a_second_concurrent_reader() -> None:
         await queue.get()
     queue.put_nowait({"type": "websocket.receive", "text": "c"})
     assert (await asyncio.wait_for(first, 5))["text"] == "c"
+
+
+async def test_flag_behaves_like_an_event() -> None:
+    flag = Flag()
+    assert not flag.is_set()
+    waiters = [asyncio.create_task(flag.wait()) for _ in range(2)]
+    await asyncio.sleep(0)
+    assert not any(waiter.done() for waiter in waiters)
+    flag.set()
+    flag.clear()  # woken waiters still return True, as with asyncio.Event
+    assert await asyncio.wait_for(asyncio.gather(*waiters), 5) == [True, True]
+    flag.set()
+    assert flag.is_set()
+    assert await flag.wait() is True
+
+
+async def test_flag_forgets_a_cancelled_waiter() -> None:
+    flag = Flag()
+    waiter = asyncio.create_task(flag.wait())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert not flag._waiters
+    flag.set()
+    assert await flag.wait() is True
