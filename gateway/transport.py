@@ -28,6 +28,8 @@ log = logging.getLogger("gateway.transport")
 class DirectSink:
     """Writes through :class:`GatewayWebSocketProtocol`, bypassing a per-recipient ASGI send."""
 
+    __slots__ = ("protocol",)
+
     def __init__(self, protocol: GatewayWebSocketProtocol) -> None:
         self.protocol = protocol
 
@@ -49,6 +51,8 @@ class DirectSink:
 
 class AsgiSink:
     """The portable path, for servers without the gateway's protocol extension."""
+
+    __slots__ = ("websocket",)
 
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
