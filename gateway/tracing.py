@@ -190,7 +190,7 @@ def connection_span(scope: MutableMapping[str, Any], route: str) -> AbstractCont
     """The ``SERVER`` span of a chat WebSocket, for the connection's life.
 
     The chat WebSockets bypass FastAPI (see :mod:`gateway.app`), so its instrumentation does
-    not see them; this is the span it would have opened: named by the route, the request's
+    not see them; this is the span it would have opened: ``HTTP <route>``, the request's
     attributes with the token scrubbed from the URL, a child of an incoming ``traceparent``,
     skipped for URLs in ``OTEL_PYTHON_FASTAPI_EXCLUDED_URLS``. Its messages link to it
     (:func:`detach_connection_span`).
@@ -216,7 +216,7 @@ def connection_span(scope: MutableMapping[str, Any], route: str) -> AbstractCont
         if isinstance(value, str):
             attributes[key] = redact(value)
     return active.start_as_current_span(
-        route,
+        f"HTTP {route}",  # the instrumentation's name: a WebSocket has no method, "HTTP" it is
         context=extract(cast(dict[str, Any], scope), getter=asgi_getter),  # a dict in practice
         kind=SpanKind.SERVER,
         attributes=attributes,
