@@ -166,11 +166,12 @@ def flush(timeout_seconds: float = 5.0) -> None:
 
 
 def instrument(app: FastAPI) -> None:
-    """Trace HTTP routes (and WebSockets FastAPI routes), but not every WebSocket frame.
+    """Trace HTTP routes (the chat WebSockets bypass FastAPI: :func:`connection_span`).
 
-    The ASGI middleware would otherwise open a span per ``send``/``receive``: one per chat
-    frame, which floods a backend. The instrumentor resolves the global provider lazily, so it
-    may run before :func:`start` sets it (the middleware stack is built on the first call).
+    Any WebSocket FastAPI still routes gets a span but no span per ``send``/``receive`` (one
+    per chat frame would flood a backend). The instrumentor resolves the global provider
+    lazily, so it may run before :func:`start` sets it (the middleware stack is built on the
+    first call).
     """
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
@@ -243,7 +244,7 @@ def _scrub_token(span: Any, scope: dict[str, Any]) -> None:
 def detach_connection_span() -> None:
     """Let a WebSocket's messages start their own traces, linked to the connection's span.
 
-    The instrumentation's span for a WebSocket lasts as long as the connection (hours), so
+    A WebSocket's span (:func:`connection_span`) lasts as long as the connection (hours), so
     parenting every chat message under it would make one unbounded trace per connection.
     Called at the start of the connection task, whose context dies with it.
     """
