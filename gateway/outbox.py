@@ -1,10 +1,11 @@
 """The one writer of a connection: a bounded queue in front of the socket's send side.
 
 Fan-out calls :meth:`Outbox.offer`, which never awaits: when the socket can take bytes now and
-nothing is queued, the pre-encoded frame (shared by every recipient of the broadcast) is written
-at once; otherwise the payload is queued for the writer task, which coalesces a JSON backlog
-into one newline-delimited frame. A queue that reaches its bound marks a slow consumer.
-Only the writer task and the synchronous fast path write, so no two writes ever interleave.
+nothing is queued or being sent, the pre-encoded frame (shared by every recipient of the
+broadcast) is written at once; otherwise the payload is queued for the writer task, which
+coalesces a JSON backlog into one newline-delimited frame. A queue that reaches its bound marks
+a slow consumer. Only the writer task and the synchronous fast path write, so no two writes
+ever interleave.
 """
 
 from __future__ import annotations
@@ -77,25 +78,55 @@ class FrameSink(Protocol):
 
 
 class Outbox:
+    """A connection's send queue and its writer task, both created only when needed.
+
+    An idle connection holds neither: the queue exists from the first payload that cannot be
+    written at once, and the writer task runs while something is queued or a close is pending,
+    then ends (dropping the empty queue); the next queued payload starts a new one.
+    """
+
+    __slots__ = (
+        "_blocked_send",
+        "_finished",
+        "_queue",
+        "_writer",
+        "closing",
+        "limit",
+        "on_overflow",
+        "sink",
+        "wire",
+    )
+
     def __init__(self, sink: FrameSink, wire: WireFormat, limit: int) -> None:
         self.sink = sink
         self.wire = wire
         self.limit = limit
-        self.on_overflow: Callable[[], None] = lambda: None
+        self.on_overflow: Callable[[], None] = _nothing
         """Set by the owning session: what a full queue means is its decision."""
         self.closing: Disconnect | None = None
-        self._queue: deque[str] = deque()
-        self._wake = asyncio.Event()
+        self._queue: deque[str] | None = None
+        self._writer: asyncio.Task[None] | None = None
         self._blocked_send: asyncio.Task[None] | None = None
+        self._finished = False
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return len(self._queue) if self._queue is not None else 0
+
+    @property
+    def writer(self) -> asyncio.Task[None] | None:
+        """The running writer task, if any (to wait for a close to go out)."""
+        return self._writer
+
+    @property
+    def finished(self) -> bool:
+        """Whether the writer is done for good: the close was sent or the peer is gone."""
+        return self._finished
 
     def offer(self, frame: OutFrame) -> int:
         """Queue or write ``frame``; returns how many messages were written to the socket now."""
         if self.closing is not None:
             return 0
-        if not self._queue and self.sink.writable_now():
+        if self._writer is None and not self._queue and self.sink.writable_now():
             data = frame.wire(self.wire)
             if data is None:
                 return 0
@@ -104,11 +135,14 @@ class Outbox:
         payload = frame.payload(self.wire)
         if payload is None:
             return 0
-        if len(self._queue) >= self.limit:
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        if len(queue) >= self.limit:
             self.on_overflow()
             return 0
-        self._queue.append(payload)
-        self._wake.set()
+        queue.append(payload)
+        self._start_writer()
         return 0
 
     def close(self, disconnect: Disconnect, *, flush: bool) -> None:
@@ -117,26 +151,32 @@ class Outbox:
             return
         self.closing = disconnect
         if not flush:
-            self._queue.clear()
+            if self._queue is not None:
+                self._queue.clear()
             if self._blocked_send is not None:
                 self._blocked_send.cancel()
-        self._wake.set()
+        self._start_writer()
 
-    async def run(self) -> None:
-        """The writer task: drains the queue, then closes when asked."""
+    def _start_writer(self) -> None:
+        if self._writer is None and not self._finished:
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        """The writer task: drains the queue, then closes if asked, else ends until needed."""
         try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while self._queue:
-                    payload, count = self._take_batch()
-                    if await self._send(payload):
-                        metrics.MESSAGES_DELIVERED.inc(count)
-                if self.closing is not None:
-                    await self.sink.close(self.closing.code, self.closing.detail)
-                    return
+            while queue := self._queue:
+                payload, count = self._take_batch(queue)
+                if await self._send(payload):
+                    metrics.MESSAGES_DELIVERED.inc(count)
+            if self.closing is None:
+                self._queue = None
+                return
+            await self.sink.close(self.closing.code, self.closing.detail)
         except ClientGone:
-            return
+            pass
+        finally:
+            self._writer = None
+        self._finished = True
 
     async def _send(self, payload: str) -> bool:
         """Send one frame; False when a close without flush abandoned it (the peer is stuck)."""
@@ -152,12 +192,16 @@ class Outbox:
             self._blocked_send = None
         return True
 
-    def _take_batch(self) -> tuple[str, int]:
-        if self.wire is WireFormat.TEXT or len(self._queue) == 1:
-            return self._queue.popleft(), 1
-        batch = [self._queue.popleft()]
+    def _take_batch(self, queue: deque[str]) -> tuple[str, int]:
+        if self.wire is WireFormat.TEXT or len(queue) == 1:
+            return queue.popleft(), 1
+        batch = [queue.popleft()]
         size = len(batch[0])
-        while self._queue and size + len(self._queue[0]) < MAX_BATCH_CHARS:
-            size += len(self._queue[0]) + 1
-            batch.append(self._queue.popleft())
+        while queue and size + len(queue[0]) < MAX_BATCH_CHARS:
+            size += len(queue[0]) + 1
+            batch.append(queue.popleft())
         return "\n".join(batch), len(batch)
+
+
+def _nothing() -> None:
+    pass

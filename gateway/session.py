@@ -48,6 +48,20 @@ class RoomCursor:
 
 
 class Session:
+    __slots__ = (
+        "closing",
+        "connection_id",
+        "current_room",
+        "hub",
+        "last_activity",
+        "may_join",
+        "outbox",
+        "rooms",
+        "strikes",
+        "user",
+        "wire",
+    )
+
     def __init__(
         self,
         hub: Hub,

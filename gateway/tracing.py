@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -166,20 +166,61 @@ def flush(timeout_seconds: float = 5.0) -> None:
 
 
 def instrument(app: FastAPI) -> None:
-    """Trace HTTP routes and WebSocket handshakes, but not every WebSocket frame.
+    """Trace HTTP routes (the chat WebSockets bypass FastAPI: :func:`connection_span`).
 
-    The ASGI middleware would otherwise open a span per ``send``/``receive``: one per chat
-    frame, which floods a backend. The instrumentor resolves the global provider lazily, so it
-    may run before :func:`start` sets it (the middleware stack is built on the first call).
+    Any WebSocket FastAPI still routes gets a span but no span per ``send``/``receive`` (one
+    per chat frame would flood a backend). The instrumentor resolves the global provider
+    lazily, so it may run before :func:`start` sets it (the middleware stack is built on the
+    first call).
     """
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-    excluded = os.environ.get("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", "/healthz,/readyz,/metrics")
     FastAPIInstrumentor.instrument_app(
         app,
         exclude_spans=["send", "receive"],
-        excluded_urls=excluded,
+        excluded_urls=_excluded_urls(),
         server_request_hook=_scrub_token,
+    )
+
+
+def _excluded_urls() -> str:
+    return os.environ.get("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", "/healthz,/readyz,/metrics")
+
+
+def connection_span(scope: MutableMapping[str, Any], route: str) -> AbstractContextManager[Any]:
+    """The ``SERVER`` span of a chat WebSocket, for the connection's life.
+
+    The chat WebSockets bypass FastAPI (see :mod:`gateway.app`), so its instrumentation does
+    not see them; this is the span it would have opened: ``HTTP <route>``, the request's
+    attributes with the token scrubbed from the URL, a child of an incoming ``traceparent``,
+    skipped for URLs in ``OTEL_PYTHON_FASTAPI_EXCLUDED_URLS``. Its messages link to it
+    (:func:`detach_connection_span`).
+    """
+    active = _tracer
+    if active is None:
+        return _NO_SPAN
+    from opentelemetry.instrumentation.asgi import (
+        asgi_getter,
+        collect_request_attributes,
+        get_host_port_url_tuple,
+    )
+    from opentelemetry.util.http import parse_excluded_urls
+
+    _, _, url = get_host_port_url_tuple(scope)  # type: ignore[no-untyped-call]
+    excluded = parse_excluded_urls(_excluded_urls())
+    if excluded is not None and excluded.url_disabled(url):
+        return _NO_SPAN
+    attributes: dict[str, Any] = collect_request_attributes(scope)  # type: ignore[no-untyped-call]
+    attributes["http.route"] = route
+    for key in _URL_ATTRIBUTES:
+        value = attributes.get(key)
+        if isinstance(value, str):
+            attributes[key] = redact(value)
+    return active.start_as_current_span(
+        f"HTTP {route}",  # the instrumentation's name: a WebSocket has no method, "HTTP" it is
+        context=extract(cast(dict[str, Any], scope), getter=asgi_getter),  # a dict in practice
+        kind=SpanKind.SERVER,
+        attributes=attributes,
     )
 
 
@@ -203,9 +244,9 @@ def _scrub_token(span: Any, scope: dict[str, Any]) -> None:
 def detach_connection_span() -> None:
     """Let a WebSocket's messages start their own traces, linked to the connection's span.
 
-    The instrumentation's span for a WebSocket lasts as long as the connection (hours), so
+    A WebSocket's span (:func:`connection_span`) lasts as long as the connection (hours), so
     parenting every chat message under it would make one unbounded trace per connection.
-    Called at the start of the connection task; the middleware restores the context after.
+    Called at the start of the connection task, whose context dies with it.
     """
     if _tracer is None:
         return

@@ -28,6 +28,8 @@ log = logging.getLogger("gateway.transport")
 class DirectSink:
     """Writes through :class:`GatewayWebSocketProtocol`, bypassing a per-recipient ASGI send."""
 
+    __slots__ = ("protocol",)
+
     def __init__(self, protocol: GatewayWebSocketProtocol) -> None:
         self.protocol = protocol
 
@@ -49,6 +51,8 @@ class DirectSink:
 
 class AsgiSink:
     """The portable path, for servers without the gateway's protocol extension."""
+
+    __slots__ = ("websocket",)
 
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
@@ -111,7 +115,6 @@ async def serve_connection(websocket: WebSocket, hub: Hub, user: str | None) -> 
     session.may_join = admitted.may_join
     logs.bind_connection(session.connection_id, session.user)
     log.info("connection opened", extra={"path": websocket.url.path, "format": wire.value})
-    writer = asyncio.create_task(outbox.run(), name=f"writer-{session.connection_id}")
     _track(hub, session)
     ended = disconnect.SERVER_ERROR
     expiry = None
@@ -139,10 +142,11 @@ async def serve_connection(websocket: WebSocket, hub: Hub, user: str | None) -> 
         if expiry is not None:
             expiry.cancel()
         await hub.detach(session)
-        if not writer.done():
+        if not outbox.finished:
             session.close(ended)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(writer, timeout=hub.settings.drain_timeout)
+            if (writer := outbox.writer) is not None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(writer, timeout=hub.settings.drain_timeout)
         metrics.CONNECTIONS_CLOSED.labels(ended.reason).inc()
         log.info(
             "connection closed",

@@ -9,7 +9,11 @@ connection, no task), but reports a dead peer as an ordinary close. This subclas
 * lets the app write a pre-encoded frame straight to the transport: a server frame is unmasked,
   so one encoding of a broadcast serves every recipient without an ASGI round trip each;
 * corks a socket's second and later frames of one loop tick into one write (gateway/corking.py);
-* closes without waiting for a writable socket (a slow consumer's buffer may never drain).
+* closes without waiting for a writable socket (a slow consumer's buffer may never drain);
+* forgets the handshake once the connection is accepted: the parsed request's and the
+  response's headers, and the scope's header list (a connection lives for hours, idle);
+* replaces uvicorn's per-connection ``asyncio.Queue`` and ``asyncio.Event`` by equivalents that
+  allocate nothing until used (they preallocate five deques, ~4 KiB, per connection).
 
 The app finds it in ``scope["extensions"]["gateway.transport"]``; under any other server the
 extension is absent and the app falls back to plain ASGI sends.
@@ -21,11 +25,16 @@ import asyncio
 import logging
 import random
 import socket
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from gateway.corking import CORK_LIMIT, FlushingTransport, TickFlusher, flusher_for
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGIReceiveEvent
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
 
 EXTENSION = "gateway.transport"
 
@@ -33,6 +42,75 @@ EXTENSION = "gateway.transport"
 class _ClientFaultLog(logging.LoggerAdapter[logging.Logger]):
     def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
         self.info(msg, *args)
+
+
+class ReceiveQueue:
+    """What uvicorn uses of ``asyncio.Queue`` for a connection's received events, for its one
+    reader (the app's ``receive``): a list, and a future only while the reader waits."""
+
+    __slots__ = ("_getter", "_items")
+
+    def __init__(self) -> None:
+        self._items: list[ASGIReceiveEvent] = []
+        self._getter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: ASGIReceiveEvent) -> None:
+        self._items.append(item)
+        if self._getter is not None and not self._getter.done():
+            self._getter.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    async def get(self) -> ASGIReceiveEvent:
+        while not self._items:
+            if self._getter is not None:
+                raise RuntimeError("receive() is already being awaited")
+            self._getter = asyncio.get_running_loop().create_future()
+            try:
+                await self._getter
+            finally:
+                self._getter = None
+        return self._items.pop(0)
+
+
+class Flag:
+    """``asyncio.Event``'s interface; the waiters' list exists only while someone waits."""
+
+    __slots__ = ("_value", "_waiters")
+
+    def __init__(self) -> None:
+        self._value = False
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._value
+
+    def set(self) -> None:
+        if self._value:
+            return
+        self._value = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._value = False
+
+    async def wait(self) -> Literal[True]:
+        if self._value:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if self._waiters is not None and waiter in self._waiters:
+                self._waiters.remove(waiter)
+        return True
 
 
 class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -49,6 +127,19 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     Linux autotunes a stalled peer's buffer up to ``tcp_wmem`` max (4 MiB here): that much
     per connection hides a slow consumer from the send queue and costs kernel memory.
     """
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        # uvicorn only calls put_nowait/get/empty and set/clear/is_set/wait on these.
+        self.queue = ReceiveQueue()  # type: ignore[assignment]
+        self.writable = Flag()  # type: ignore[assignment]
+        self.writable.set()
 
     @classmethod
     def configured(cls, send_buffer_bytes: int) -> type[GatewayWebSocketProtocol]:
@@ -68,6 +159,9 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         scope = getattr(self, "scope", None)
         if scope is not None:
             scope["extensions"][EXTENSION] = self
+        # The scope has its own copy of the headers now. websockets' parser keeps the Request
+        # for the connection's life (a local of its generator), so empty it rather than drop it.
+        event.headers.clear()
 
     def start_keepalive(self) -> None:
         if self.ping_interval is not None and self.ping_interval > 0:
@@ -105,6 +199,20 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         await super().send(message)
         if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
             self.handshake_complete = True
+        elif message["type"] == "websocket.accept" and self.handshake_complete:
+            self._forget_handshake()
+
+    def _forget_handshake(self) -> None:
+        """Drop what only the handshake needed, about 2 KiB per connection.
+
+        The app decides on the headers (origin, host, token, subprotocols) before it accepts;
+        after that nothing reads them, so the scope's list is emptied in place (Starlette's
+        ``Headers`` of the connection share it, and read as empty from here on).
+        """
+        del self.response
+        headers = self.scope["headers"]
+        if isinstance(headers, list):
+            headers.clear()
 
     def pause_writing(self) -> None:
         self._write_paused = True

@@ -77,6 +77,8 @@ async def test_http_and_websocket_messages_trace_through_to_their_broadcast() ->
     )
 
     (connection,) = [s for s in spans if s.kind == "server" and "/ws/" in s.name]
+    assert connection.name == "HTTP /ws/{client_id}"
+    assert connection.attributes["http.route"] == "/ws/{client_id}"
     assert "token=[redacted]" in str(connection.attributes.get("http.url"))
     linked = [s for s in spans if s.links == [(connection.trace_id, connection.span_id)]]
     messages = [s for s in linked if "messaging.message.id" in s.attributes]

@@ -49,9 +49,8 @@ class FakeSink:
 class Client:
     def __init__(self, hub: Hub, user: str, wire: WireFormat = WireFormat.JSON) -> None:
         self.sink = FakeSink()
-        outbox = Outbox(self.sink, wire, hub.settings.send_queue)
-        self.session = Session(hub, user, hub.connection_id(), wire, outbox)
-        self.writer = asyncio.create_task(outbox.run())
+        self.outbox = Outbox(self.sink, wire, hub.settings.send_queue)
+        self.session = Session(hub, user, hub.connection_id(), wire, self.outbox)
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         return [event for event in self.sink.events() if kind is None or event["type"] == kind]
@@ -165,7 +164,8 @@ async def test_slow_consumer_is_closed_and_nobody_else_notices(hub: Hub) -> None
     assert stalled.session.closing is disconnect.SLOW_CONSUMER
     assert [e["text"] for e in alice.events("message")] == [f"flood {n}" for n in range(10)]
     stalled.sink.unblocked.set()
-    await asyncio.wait_for(stalled.writer, 5)
+    assert stalled.outbox.writer is not None
+    await asyncio.wait_for(stalled.outbox.writer, 5)
     assert stalled.sink.closed == (1013, "slow consumer")
 
 
