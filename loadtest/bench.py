@@ -659,10 +659,10 @@ class Bench:
         latency = preset_load("latency", base)
         await self.repeated([("uncorked-latency", variant(latency))], "p99", self.opts.repeat)
 
-    async def raw_ws_route(self) -> None:
-        """The raw-route experiment (loadtest/experiments/raw_ws_route.py): idle RSS."""
-        cmd = [sys.executable, "-m", "loadtest.experiments.raw_ws_route"]
-        label = "rawroute-idle"
+    async def fastapi_route(self) -> None:
+        """Chat WebSockets through FastAPI's router (loadtest/experiments/fastapi_route.py)."""
+        cmd = [sys.executable, "-m", "loadtest.experiments.fastapi_route"]
+        label = "fastapiroute-idle"
         env = self.gw_env({"GATEWAY_HEARTBEAT_INTERVAL": "20", "GATEWAY_HEARTBEAT_TIMEOUT": "20"})
         server = start_gateway(self.opts.server_core, 1, env, label=label, command=cmd)
         self.meta.setdefault("servers", {})[label] = server.command
@@ -710,7 +710,7 @@ class Bench:
         ]
         if self.opts.experiments:
             steps.append(("uncorked", lambda: self.uncorked(base)))
-            steps.append(("raw_ws_route", self.raw_ws_route))
+            steps.append(("fastapi_route", self.fastapi_route))
         for name, step in steps:
             try:
                 await step()
@@ -913,14 +913,14 @@ def experiments_table(r: dict[str, Result]) -> list[str]:
         rows.append(
             f"| without write corking, p99 at 40k deliveries/s | {exp_l.p99_ms:.2f} ms | {versus} |"
         )
-    raw = r.get("rawroute-idle")
+    raw = r.get("fastapiroute-idle")
     if raw and raw.rss_per_conn_kib is not None:
         idle = r.get("gateway-idle")
         versus = ""
         if idle and idle.rss_per_conn_kib:
             versus = f"{raw.rss_per_conn_kib / idle.rss_per_conn_kib:.2f}x gateway"
         rows.append(
-            f"| /ws/{{id}} routed past FastAPI, idle | {raw.rss_per_conn_kib:.1f} KiB/connection "
+            f"| WebSockets through FastAPI's router, idle | {raw.rss_per_conn_kib:.1f} KiB/conn "
             f"({raw.alive or 0:,} answering) | {versus} |"
         )
     if not rows:
