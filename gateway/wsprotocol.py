@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 EXTENSION = "gateway.transport"
 
+_WROTE_THIS_TICK: list[bytes] = []
+"""Shared, never appended to: marks a socket that wrote at once this tick."""
+
 
 class _ClientFaultLog(logging.LoggerAdapter[logging.Logger]):
     def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
@@ -118,7 +121,8 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     _raw_transport: asyncio.Transport
     _flusher: TickFlusher
     _corked: list[bytes] | None = None
-    """None: nothing written this tick; a list: wrote this tick, later frames wait here."""
+    """None: nothing written this tick; ``_WROTE_THIS_TICK``: one frame written at once this
+    tick; a longer list: the frames after it, waiting for the flush."""
     _corked_bytes = 0
     _write_paused = False
     send_buffer_bytes = 0
@@ -232,12 +236,19 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         )
 
     def write_frame(self, data: bytes) -> None:
-        """Write at once if this is the socket's first frame of the tick, else cork it."""
+        """Write at once if this is the socket's first frame of the tick, else cork it.
+
+        The common case allocates nothing: a list per recipient per message, alive until the
+        next tick, made the cyclic GC run full collections (stalls of 100 ms at 40k/s).
+        """
         corked = self._corked
         if corked is None:
             self._raw_transport.write(data)
-            self._corked = []
+            self._corked = _WROTE_THIS_TICK
             self._flusher.enlist(self)
+        elif corked is _WROTE_THIS_TICK:
+            self._corked = [data]
+            self._corked_bytes = len(data)
         else:
             corked.append(data)
             self._corked_bytes += len(data)
