@@ -1,11 +1,16 @@
-"""Adaptive write corking: at most one ``send()`` per socket per event-loop tick after the first.
+"""Adaptive write corking: one ``send()`` per socket per event-loop tick under load.
 
 Profiles of the fan-out at full rate put three quarters of the gateway's CPU in one
 ``transport.write`` per recipient per message: a system call and a TCP segment each. When
-several broadcasts are fanned out in the same loop tick, a socket's later frames can share one
-write. So a socket's *first* frame in a tick still goes out at once (at low rates nothing waits),
-and only frames written to the same socket later in that tick are held ("corked") and written
-together by one callback the loop runs next. Measured in loadtest/RESULTS.md.
+several broadcasts reach a socket in the same loop tick they can share one write: frames are
+held ("corked") and written together by one callback the loop runs next.
+
+Holding a frame costs its recipient up to a tick, so corking adapts. On a quiet loop a socket's
+first frame of a tick goes out at once and only later ones wait. Once a flush finds any socket
+with several frames (broadcasts are arriving faster than one per tick), the next tick corks
+every frame, first ones included, until a flush finds nothing to combine. Under ``--workers N``
+each worker sees every broadcast but fans out to fewer sockets, so ticks hold fewer broadcasts
+each and the first-frame writes alone would dominate. Measured in loadtest/RESULTS.md.
 
 The one rule that keeps this correct: nothing else may reach the socket ahead of corked frames.
 :class:`FlushingTransport` stands in for the transport wherever the server's own code writes
@@ -23,18 +28,21 @@ burst lands in the connection's bounded send queue, where a slow consumer is not
 
 
 class Corkable(Protocol):
-    def uncork(self) -> None: ...
+    def uncork(self) -> int:
+        """Write what is held; returns how many frames the connection got this tick."""
 
 
 class TickFlusher:
     """The connections corked in this tick, flushed by one loop callback for all of them."""
 
-    __slots__ = ("_corked", "_loop", "_scheduled")
+    __slots__ = ("_corked", "_loop", "_scheduled", "busy")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._corked: list[Corkable] = []
         self._scheduled = False
+        self.busy = False
+        """Whether the last flush combined frames: if so, cork first frames too."""
 
     def enlist(self, connection: Corkable) -> None:
         self._corked.append(connection)
@@ -45,8 +53,11 @@ class TickFlusher:
     def _flush(self) -> None:
         self._scheduled = False
         corked, self._corked = self._corked, []
+        busy = False
         for connection in corked:
-            connection.uncork()
+            if connection.uncork() > 1:
+                busy = True
+        self.busy = busy
 
 
 _flushers: dict[asyncio.AbstractEventLoop, TickFlusher] = {}

@@ -130,3 +130,19 @@ async def test_transport_back_pressure_makes_the_socket_unwritable() -> None:
     assert not protocol.can_write()
     protocol.resume_writing()
     assert protocol.can_write()
+
+
+async def test_after_a_tick_that_combined_frames_first_frames_wait_too_until_load_passes() -> None:
+    protocol, transport = _connected()
+    protocol.write_frame(FRAMES[0])
+    protocol.write_frame(FRAMES[1])
+    await _next_tick()
+    assert transport.writes == [FRAMES[0], FRAMES[1]]
+
+    protocol.write_frame(FRAMES[2])  # the loop is busy: even the first frame of a tick waits
+    assert transport.writes == [FRAMES[0], FRAMES[1]]
+    await _next_tick()
+    assert transport.writes[2:] == [FRAMES[2]]
+
+    protocol.write_frame(FRAMES[3])  # the last flush combined nothing: first frames go at once
+    assert transport.writes[3:] == [FRAMES[3]]
