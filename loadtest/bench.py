@@ -524,7 +524,9 @@ class Bench:
         env.update(extra or {})
         return env
 
-    def server(self, target: str, label: str, workers: int = 1, **env: str) -> Server:
+    def server(
+        self, target: str, label: str, workers: int = 1, redis: bool | None = None, **env: str
+    ) -> Server:
         if self.opts.attach_url is not None:
             return attach(self.opts.attach_url, wire=self.opts.wire, label=label)
         if target == "seed":
@@ -532,7 +534,7 @@ class Bench:
             self.meta.setdefault("servers", {})[label.split("#")[0]] = seed.command
             return seed
         extra = dict(env)
-        if workers > 1:
+        if redis or (redis is None and workers > 1):
             # A key prefix of its own: nothing shared with other users of the same Redis db.
             sep = "&" if "?" in self.opts.redis_url else "?"
             prefix = f"bench{os.urandom(4).hex()}"
@@ -583,7 +585,7 @@ class Bench:
         self, target: str, load: Load, workers: int = 1, broker: Server | None = None
     ) -> Callable[[str], Awaitable[Result]]:
         async def run(label: str) -> Result:
-            server = self.server(target, label, workers=workers)
+            server = self.server(target, label, workers=workers, redis=broker is not None)
             return await run_chat(server, load, label, broker=broker)
 
         return run
@@ -638,6 +640,11 @@ class Bench:
                 self.chat_run("gateway", load, workers=self.opts.workers, broker=broker),
             ),
         ]
+        if self.opts.workers > 1:
+            # One worker through Redis separates the broker's cost from the workers' sharing.
+            runs.append(
+                ("gateway-workers1", self.chat_run("gateway", load, workers=1, broker=broker))
+            )
         await self.repeated(runs, "cpu", self.opts.repeat)
 
     async def uncorked(self, base: Load) -> None:
@@ -878,7 +885,14 @@ def targets_table(r: dict[str, Result], rounds: dict[str, list[Result]] | None =
         )
     one, two = (
         r.get("gateway-single") or r.get("gateway-fanout"),
-        next((v for k, v in r.items() if k.startswith("gateway-workers")), None),
+        next(
+            (
+                v
+                for k, v in r.items()
+                if k.startswith("gateway-workers") and v is not r.get("gateway-workers1")
+            ),
+            None,
+        ),
     )
     if one and two and one.cpu_us_per_delivery and two.cpu_us_per_delivery:
         ratio, shown = ratio_text(
