@@ -89,6 +89,10 @@ preload_app = False
 max_requests = 0
 """Never recycle workers by request count: each recycle is a drain of long-lived sockets."""
 proc_name = "gateway"
+control_socket_disable = True
+"""gunicorn 25.1+ opens a control socket at one default path per user ($HOME/.gunicorn): two
+gateways on a host would fight over it, and a read-only image cannot create it (a warning at
+every start). The gateway is managed by signals (TERM drains, HUP rolls workers) instead."""
 logconfig_dict = logs.logging_config(_settings.log_level, _settings.log_format)
 
 # Server hooks (on_starting, child_exit, on_exit, ...) go below as plain functions.
