@@ -27,13 +27,15 @@ def fleet_env(broker_url: str) -> dict[str, str]:
     """The Redis suite's fleet: short presence TTL and drain, no rate limit, a small frame cap."""
     return base_fleet_env(
         broker_url,
-        GATEWAY_PRESENCE_TTL=str(PRESENCE_TTL),
-        GATEWAY_RATE_LIMIT="1000/1",
-        GATEWAY_IDLE_TIMEOUT="0",
-        GATEWAY_HISTORY_SIZE="1000",
-        GATEWAY_MAX_FRAME_BYTES=str(MAX_FRAME),
-        GATEWAY_DRAIN_TIMEOUT="3",
-        GATEWAY_DRAIN_JITTER="0",
+        {
+            "GATEWAY_PRESENCE_TTL": str(PRESENCE_TTL),
+            "GATEWAY_RATE_LIMIT": "1000/1",
+            "GATEWAY_IDLE_TIMEOUT": "0",
+            "GATEWAY_HISTORY_SIZE": "1000",
+            "GATEWAY_MAX_FRAME_BYTES": str(MAX_FRAME),
+            "GATEWAY_DRAIN_TIMEOUT": "3",
+            "GATEWAY_DRAIN_JITTER": "0",
+        },
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,13 @@ from tests.support.servers import GatewayProcess, launch_gateway, wait_until
 WORKERS = 2
 
 
-def fleet_env(broker_url: str, **extra: str) -> dict[str, str]:
-    """What every fleet runs with: the broker (a test's own key prefix or Redis) and JSON logs,
-    whose records carry the pid of the worker that wrote them."""
-    return {"GATEWAY_BROKER_URL": broker_url, "GATEWAY_LOG_FORMAT": "json", **extra}
+def fleet_env(broker_url: str, *settings: Mapping[str, str]) -> dict[str, str]:
+    """What every fleet runs with: the broker (Redis, under a test's own key prefix) and JSON
+    logs, whose records carry the worker's pid; then ``settings``, each over the one before."""
+    env = {"GATEWAY_BROKER_URL": broker_url, "GATEWAY_LOG_FORMAT": "json"}
+    for more in settings:
+        env.update(more)
+    return env
 
 
 def launch_fleet(
@@ -33,10 +36,12 @@ def launch_fleet(
     command: list[str] | None = None,
     cwd: Path | None = None,
 ) -> GatewayProcess:
-    """A fleet whose ``workers`` workers all serve; the caller stops it (``server.stop()``)."""
+    """A fleet whose ``workers`` workers all serve; the caller stops it (``server.stop()``).
+    One worker is a single ``gateway serve`` process, ready once /healthz answers."""
     server = launch_gateway(env, workers, port, command=command, cwd=cwd)
     try:
-        wait_for_workers(server, workers)
+        if workers > 1:
+            wait_for_workers(server, workers)
     except BaseException:
         server.stop()  # a fleet that never started fully is not left behind
         raise
