@@ -197,13 +197,3 @@ async def stop(tasks: list[asyncio.Task[None]]) -> None:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-async def wait_for(predicate: Callable[[], bool], within: float, message: str) -> None:
-    """Poll ``predicate`` on the event loop (clients keep running) until true or ``within``
-    seconds (scaled) pass."""
-    deadline = time.monotonic() + scaled(within)
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(message)
-        await asyncio.sleep(0.05)

@@ -10,7 +10,6 @@ say exactly what the client got before the connection ended, and how it ended.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import socket
@@ -203,35 +202,3 @@ class ExitWatch:
         self._thread.join(scaled(timeout))
         assert self.exited_at is not None, f"still running after {scaled(timeout):.1f} s"
         return self.exited_at - self.started
-
-
-def children(pid: int) -> list[int]:
-    """Live child processes of ``pid`` (gunicorn's workers), from /proc."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(stat.parent.name))
-    return sorted(found)
-
-
-def serving_process(server_port: int, client_port: int, candidates: list[int]) -> int:
-    """Which of ``candidates`` holds the server side of the loopback connection from
-    ``client_port``: the socket's inode from /proc/net/tcp, then the process with that fd."""
-    inode = None
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local_port = int(fields[1].split(":")[1], 16)
-        remote_port = int(fields[2].split(":")[1], 16)
-        if (local_port, remote_port) == (server_port, client_port):
-            inode = fields[9]
-    assert inode is not None, f"no server socket for client port {client_port}"
-    for pid in candidates:
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            with contextlib.suppress(OSError):
-                if os.readlink(fd) == f"socket:[{inode}]":
-                    return pid
-    raise AssertionError(f"no process among {candidates} holds socket {inode}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
 import time
 from dataclasses import dataclass
@@ -19,9 +18,11 @@ from typing import Any
 
 import pytest
 
-from tests.drain.fleet import Publisher, ResumingClient, stop, wait_for
+from tests.drain.fleet import Publisher, ResumingClient, stop
 from tests.drain.support import ExitWatch
-from tests.support.servers import GatewayProcess, launch_gateway, scaled, wait_until
+from tests.support.fleet import fleet_env as base_fleet_env
+from tests.support.fleet import launch_fleet, log_records
+from tests.support.servers import GatewayProcess, poll_until, scaled
 
 pytestmark = pytest.mark.redis
 
@@ -46,20 +47,20 @@ class Fleet:
 
 
 def gateway_env(redis_url: str) -> dict[str, str]:
-    return {
-        "GATEWAY_BROKER_URL": redis_url,
-        "GATEWAY_API_KEY": API_KEY,
-        "GATEWAY_DRAIN_TIMEOUT": str(DRAIN_TIMEOUT),
-        "GATEWAY_DRAIN_JITTER": str(JITTER_MS / 1000),
-        "GATEWAY_HISTORY_SIZE": "5000",
-        "GATEWAY_IDLE_TIMEOUT": "0",
-        "GATEWAY_LOG_FORMAT": "json",
-    }
+    return base_fleet_env(
+        redis_url,
+        {
+            "GATEWAY_API_KEY": API_KEY,
+            "GATEWAY_DRAIN_TIMEOUT": str(DRAIN_TIMEOUT),
+            "GATEWAY_DRAIN_JITTER": str(JITTER_MS / 1000),
+            "GATEWAY_HISTORY_SIZE": "5000",
+            "GATEWAY_IDLE_TIMEOUT": "0",
+        },
+    )
 
 
 def drain_lines(server: GatewayProcess) -> list[dict[str, Any]]:
-    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
-    return [line for line in lines if line.get("logger") == "gateway.lifecycle"]
+    return [line for line in log_records(server) if line.get("logger") == "gateway.lifecycle"]
 
 
 @pytest.fixture
@@ -68,11 +69,8 @@ def fleet_env(redis_url: str) -> dict[str, str]:
 
 
 async def start_fleet(env: dict[str, str]) -> Fleet:
-    server = launch_gateway(env, workers=2)
+    server = launch_fleet(env)  # both workers serving, so both get clients (and drain)
     try:
-        wait_until(  # both workers serving, so both get clients (and have a drain to log)
-            lambda: server.log().count("Application startup complete") >= 2, 20, "workers booting"
-        )
         fleet = Fleet(server, [], Publisher(lambda: "", API_KEY), [])
         fleet.publisher.base_url = fleet.base_url
         fleet.clients = [ResumingClient(f"c{n}", fleet.url) for n in range(CLIENTS)]
@@ -80,7 +78,7 @@ async def start_fleet(env: dict[str, str]) -> Fleet:
             fleet.tasks.append(asyncio.create_task(client.run()))
             await asyncio.wait_for(client.joined.wait(), scaled(10))
         fleet.tasks.append(asyncio.create_task(fleet.publisher.run()))
-        await wait_for(
+        await poll_until(
             lambda: len(fleet.publisher.acked) >= 25 and all(c.ids for c in fleet.clients),
             20,
             "the publisher's first messages never reached every client",
@@ -99,7 +97,7 @@ def healthy(fleet: Fleet) -> None:
 
 async def finish(fleet: Fleet, restarted_at: float) -> dict[str, Any]:
     """Let everyone come back, publish a little more, stop, and check what each client holds."""
-    await wait_for(
+    await poll_until(
         lambda: (
             healthy(fleet) is None
             and all(len(c.legs) >= 2 and c.legs[-1].closed_at is None for c in fleet.clients)
@@ -111,7 +109,7 @@ async def finish(fleet: Fleet, restarted_at: float) -> dict[str, Any]:
     await stop(fleet.tasks[-1:])
     last = max(fleet.publisher.acked)
     with contextlib.suppress(TimeoutError):  # a client that never catches up is counted below
-        await wait_for(
+        await poll_until(
             lambda: all(c.last_id is not None and c.last_id >= last for c in fleet.clients),
             20,
             "some client never caught up with the last acknowledged message",
@@ -178,7 +176,7 @@ async def test_sigterm_to_the_master_then_a_new_master_loses_nothing(
         # In threads: the clients and the publisher keep running meanwhile.
         stopped_in = await asyncio.to_thread(exit_watch.seconds, DRAIN_TIMEOUT + 10)
         lines = drain_lines(old)
-        fleet.server = await asyncio.to_thread(launch_gateway, fleet_env, 2, old.port)
+        fleet.server = await asyncio.to_thread(launch_fleet, fleet_env, 2, old.port)
         summary = await finish(fleet, started)
         summary |= check_sent_away(fleet, started)
     finally:
@@ -203,7 +201,7 @@ async def test_hup_reload_loses_nothing(fleet_env: dict[str, str]) -> None:
         fleet.server.signal(signal.SIGHUP)
         summary = await finish(fleet, started)
         summary |= check_sent_away(fleet, started)
-        await wait_for(lambda: len(drain_lines(fleet.server)) == 2, 10, "no drain log lines")
+        await poll_until(lambda: len(drain_lines(fleet.server)) == 2, 10, "no drain log lines")
         lines = drain_lines(fleet.server)
         assert fleet.server.alive()
     finally:

@@ -21,17 +21,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.drain.support import (
-    ExitWatch,
-    StalledClient,
-    children,
-    record,
-    serving_process,
-)
+from tests.drain.support import ExitWatch, StalledClient, record
 from tests.drain.test_drain_single import BULK, BULK_TEXT, assert_sent_away, drain_env, publish
 from tests.drain.test_rolling_restart import drain_lines
 from tests.support.clients import metric, of_type, open_ws, recv_until
-from tests.support.servers import GatewayProcess, launch_gateway, scaled, wait_until
+from tests.support.fleet import fleet_env as base_fleet_env
+from tests.support.fleet import launch_fleet, serving_process, wait_for_workers
+from tests.support.servers import scaled, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -40,31 +36,16 @@ HEARTBEAT_TIMEOUT = 2  # gunicorn's --timeout (uvicorn beats about once a second
 
 
 def fleet_env(redis_url: str, **extra: str) -> dict[str, str]:
-    return {
-        **drain_env(DRAIN_TIMEOUT),
-        "GATEWAY_BROKER_URL": redis_url,
-        "GUNICORN_CMD_ARGS": f"--timeout {HEARTBEAT_TIMEOUT}",
-        **extra,
-    }
-
-
-def wait_for_workers(
-    server: GatewayProcess, count: int, exclude: tuple[int, ...] = ()
-) -> list[int]:
-    """The master's ``count`` workers, once each has started serving (a worker signalled
-    while it still boots just dies: it has no connections and no drain yet)."""
-
-    def serving() -> list[int]:
-        pids = [p for p in children(server.pid) if p not in exclude]
-        log = server.log()
-        return [p for p in pids if f"Started server process [{p}]" in log]
-
-    wait_until(lambda: len(serving()) == count, 20, f"never {count} workers serving")
-    return serving()
+    return base_fleet_env(
+        redis_url,
+        drain_env(DRAIN_TIMEOUT),
+        {"GUNICORN_CMD_ARGS": f"--timeout {HEARTBEAT_TIMEOUT}"},
+        extra,
+    )
 
 
 async def test_sigterm_to_one_worker_drains_it_alone_within_its_deadline(redis_url: str) -> None:
-    server = launch_gateway(fleet_env(redis_url), workers=2)
+    server = launch_fleet(fleet_env(redis_url), workers=2)
     try:
         workers = wait_for_workers(server, 2)
         stalled = StalledClient(server.port, "/ws/stalled")
@@ -140,7 +121,7 @@ async def test_sigterm_to_one_worker_drains_it_alone_within_its_deadline(redis_u
 
 async def test_max_requests_recycling_drains_the_worker(redis_url: str) -> None:
     env = fleet_env(redis_url, GUNICORN_CMD_ARGS=f"--timeout 30 --max-requests {20}")
-    server = launch_gateway(env, workers=2)
+    server = launch_fleet(env, workers=2)
     try:
         clients = [await open_ws(server.ws_url(f"/ws/c{n}")) for n in range(10)]
         recordings = [asyncio.create_task(record(ws, within=60)) for ws in clients]
@@ -185,7 +166,7 @@ async def test_sigterm_to_the_master_with_a_stuck_client_ends_before_gunicorn_wo
     """The runtime half of the timing chain: every worker is gone by the drain deadline, well
     inside gunicorn's graceful_timeout, so the master never has to SIGKILL one."""
     env = fleet_env(redis_url)
-    server = launch_gateway(env, workers=2)
+    server = launch_fleet(env, workers=2)
     try:
         workers = wait_for_workers(server, 2)
         stalled = StalledClient(server.port, "/ws/stalled")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from tests.observability.fleet import Listener, fleet, pid_of_users, poll_until
+from tests.observability.fleet import Listener, fleet, pid_of_users
 from tests.observability.otlp import ReceivedSpan, http_receiver
 from tests.support.clients import metric, of_type
-from tests.support.servers import GatewayProcess
+from tests.support.servers import GatewayProcess, poll_until
 
 MAX_CLIENTS = 40
 """Connections opened until both workers hold one; the kernel spreads accepts between the

@@ -1,122 +1,61 @@
-"""Chat clients of a gunicorn fleet, and which worker holds each of them.
+"""The Redis suite's fleet: its settings, and chat clients spread over both workers.
 
-Which worker accepted a connection is read from the kernel, not from the gateway: the server
-end of each client's TCP connection is found in ``/proc/net/tcp`` by the client's port, and its
-socket inode among the file descriptors of each worker (``/proc/<pid>/fd``).
+Which worker accepted a connection is read from the kernel, not from the gateway
+(:func:`tests.support.fleet.connection_owners`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import os
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.client import ClientConnection
 
+from tests.support.clients import EventReader, open_ws
+from tests.support.fleet import connection_owners, worker_pids
+from tests.support.fleet import fleet_env as base_fleet_env
 from tests.support.servers import GatewayProcess, scaled
 
 ROOM = "lobby"
+PRESENCE_TTL = 2.0
+MAX_FRAME = 4096
 Event = dict[str, Any]
 
 
-def worker_pids(master: int) -> set[int]:
-    """The live children of the gunicorn master."""
-    pids = set()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rpartition(")")[2].split()
-        if int(fields[1]) == master and fields[0] != "Z":
-            pids.add(int(entry.name))
-    return pids
+def fleet_env(broker_url: str) -> dict[str, str]:
+    """The Redis suite's fleet: short presence TTL and drain, no rate limit, a small frame cap."""
+    return base_fleet_env(
+        broker_url,
+        {
+            "GATEWAY_PRESENCE_TTL": str(PRESENCE_TTL),
+            "GATEWAY_RATE_LIMIT": "1000/1",
+            "GATEWAY_IDLE_TIMEOUT": "0",
+            "GATEWAY_HISTORY_SIZE": "1000",
+            "GATEWAY_MAX_FRAME_BYTES": str(MAX_FRAME),
+            "GATEWAY_DRAIN_TIMEOUT": "3",
+            "GATEWAY_DRAIN_JITTER": "0",
+        },
+    )
 
 
-def _socket_inodes(pid: int) -> set[int]:
-    inodes = set()
-    with contextlib.suppress(OSError):
-        for fd in os.scandir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(OSError):
-                target = os.readlink(fd.path)
-                if target.startswith("socket:["):
-                    inodes.add(int(target[8:-1]))
-    return inodes
-
-
-def connection_owners(
-    server_port: int, client_ports: Iterable[int], pids: set[int]
-) -> dict[int, int]:
-    """client port -> pid of the worker holding the server end of that connection."""
-    wanted = set(client_ports)
-    inode_of: dict[int, int] = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                fields = line.split()
-                local_port = int(fields[1].rpartition(":")[2], 16)
-                remote_port = int(fields[2].rpartition(":")[2], 16)
-                inode = int(fields[9])
-                if local_port == server_port and remote_port in wanted and inode:
-                    inode_of[remote_port] = inode
-    owners = {}
-    for pid in pids:
-        inodes = _socket_inodes(pid)
-        for port, inode in inode_of.items():
-            if inode in inodes:
-                owners[port] = pid
-    return owners
-
-
-class ChatClient:
+class ChatClient(EventReader):
     """A JSON client that records every event it receives."""
 
     def __init__(self, name: str, ws: ClientConnection) -> None:
+        super().__init__(ws, name=f"client-{name}")
         self.name = name
-        self.ws = ws
-        self.events: list[Event] = []
         self.pid: int | None = None
-        self.close_code: int | None = None
-        self._changed = asyncio.Event()
-        self._reader = asyncio.create_task(self._read(), name=f"client-{name}")
 
     @classmethod
     async def open(cls, server: GatewayProcess, name: str) -> ChatClient:
-        ws = await connect(server.ws_url(f"/ws/{name}"), open_timeout=scaled(10))
-        client = cls(name, ws)
+        client = cls(name, await open_ws(server.ws_url(f"/ws/{name}")))
         await client.wait(lambda events: any(_joined(e) for e in events), 10, "joined lobby")
         return client
 
     @property
     def port(self) -> int:
         return int(self.ws.local_address[1])
-
-    @property
-    def closed(self) -> bool:
-        return self._reader.done()
-
-    async def _read(self) -> None:
-        try:
-            async for frame in self.ws:
-                assert isinstance(frame, str)
-                self.events.extend(json.loads(line) for line in frame.split("\n") if line)
-                self._changed.set()
-        except ConnectionClosed:
-            pass
-        finally:
-            close = self.ws.protocol.close_rcvd
-            self.close_code = close.code if close is not None else 1006
-            self._changed.set()
-
-    async def send(self, event: Event) -> None:
-        await self.ws.send(json.dumps(event))
 
     async def say(self, text: str) -> None:
         await self.send({"type": "message", "room": ROOM, "text": text})
@@ -131,8 +70,7 @@ class ChatClient:
                         raise AssertionError(
                             f"{self.name} closed ({self.close_code}) before {what}"
                         )
-                    self._changed.clear()
-                    await self._changed.wait()
+                    await self.next_change()
         except TimeoutError:
             raise AssertionError(
                 f"{self.name}: no {what} in {seconds}s: {self.events[-5:]}"
@@ -164,11 +102,6 @@ class ChatClient:
 
     def of_type(self, kind: str) -> list[Event]:
         return [e for e in self.events if e.get("type") == kind]
-
-    async def close(self) -> None:
-        await self.ws.close()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
 
 
 def _joined(event: Event) -> bool:

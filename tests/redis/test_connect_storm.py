@@ -16,11 +16,10 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
-from tests.redis.fleet import ROOM, worker_pids
-from tests.redis.test_fleet import fleet_env
-from tests.support.servers import GatewayProcess, scaled, start_gateway, wait_until
+from tests.redis.fleet import ROOM
+from tests.support.clients import EventReader
+from tests.support.servers import GatewayProcess, scaled
 
 pytestmark = pytest.mark.redis
 
@@ -29,36 +28,19 @@ STORM = 360
 kernel spreads them over the two workers), modest enough for a 2-core machine."""
 
 
-class StormClient:
+class StormClient(EventReader):
     """A JSON client that keeps only what the test asserts on: its ``joined`` ack, error
     frames, chat messages and its close code (the lobby's presence events are counted only)."""
 
     def __init__(self, name: str, ws: ClientConnection) -> None:
         self.name = name
-        self.ws = ws
         self.joined = asyncio.Event()
         self.errors: list[dict[str, Any]] = []
         self.messages: list[dict[str, Any]] = []
         self.presence_events = 0
-        self.close_code: int | None = None
-        self.changed = asyncio.Event()
-        self.reader = asyncio.create_task(self._read(), name=f"storm-{name}")
+        super().__init__(ws, name=f"storm-{name}")
 
-    async def _read(self) -> None:
-        try:
-            async for frame in self.ws:
-                assert isinstance(frame, str)
-                for line in frame.split("\n"):
-                    if line:
-                        self._record(json.loads(line))
-        except ConnectionClosed:
-            pass
-        finally:
-            close = self.ws.protocol.close_rcvd
-            self.close_code = close.code if close is not None else 1006
-            self.changed.set()
-
-    def _record(self, event: dict[str, Any]) -> None:
+    def record(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind == "joined" and event.get("room") == ROOM:
             self.joined.set()
@@ -68,15 +50,13 @@ class StormClient:
             self.messages.append(event)
         elif kind == "presence":
             self.presence_events += 1
-        self.changed.set()
 
     async def wait(self, done: Any, seconds: float) -> bool:
         """Until ``done()`` or the connection closes, bounded; returns ``done()``."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(scaled(seconds)):
-                while not done() and not self.reader.done():
-                    self.changed.clear()
-                    await self.changed.wait()
+                while not done() and not self.closed:
+                    await self.next_change()
         return bool(done())
 
     async def close(self) -> None:
@@ -94,13 +74,6 @@ async def open_client(server: GatewayProcess, name: str, start: asyncio.Event) -
         server.ws_url(f"/ws/{name}"), open_timeout=scaled(60), max_queue=None, close_timeout=5
     )
     return StormClient(name, ws)
-
-
-@pytest.fixture
-def fleet(redis_url: str) -> Any:
-    with start_gateway(fleet_env(redis_url), workers=2) as server:
-        wait_until(lambda: len(worker_pids(server.pid)) == 2, 20, "two workers")
-        yield server
 
 
 async def test_connect_storm_admits_everyone_and_delivers_to_all(fleet: GatewayProcess) -> None:

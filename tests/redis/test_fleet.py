@@ -11,41 +11,25 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.redis.fleet import ROOM, ChatClient, spread_clients, worker_pids
+from tests.redis.fleet import (
+    MAX_FRAME,
+    PRESENCE_TTL,
+    ROOM,
+    ChatClient,
+    fleet_env,
+    spread_clients,
+)
+from tests.support.fleet import fleet as start_fleet
+from tests.support.fleet import worker_pids
 from tests.support.redis import RedisServer
-from tests.support.servers import GatewayProcess, scaled, start_gateway, wait_until
+from tests.support.servers import GatewayProcess, scaled, wait_until
 
 pytestmark = pytest.mark.redis
-
-PRESENCE_TTL = 2.0
-MAX_FRAME = 4096
-
-
-def fleet_env(broker_url: str) -> dict[str, str]:
-    return {
-        "GATEWAY_BROKER_URL": broker_url,
-        "GATEWAY_PRESENCE_TTL": str(PRESENCE_TTL),
-        "GATEWAY_RATE_LIMIT": "1000/1",
-        "GATEWAY_IDLE_TIMEOUT": "0",
-        "GATEWAY_HISTORY_SIZE": "1000",
-        "GATEWAY_MAX_FRAME_BYTES": str(MAX_FRAME),
-        "GATEWAY_DRAIN_TIMEOUT": "3",
-        "GATEWAY_DRAIN_JITTER": "0",
-        "GATEWAY_LOG_FORMAT": "json",
-    }
-
-
-@pytest.fixture
-def fleet(redis_url: str) -> Iterator[GatewayProcess]:
-    with start_gateway(fleet_env(redis_url), workers=2) as server:
-        wait_until(lambda: len(worker_pids(server.pid)) == 2, 20, "two workers")
-        yield server
 
 
 def presence_api(server: GatewayProcess) -> list[str]:
@@ -178,8 +162,7 @@ async def test_a_killed_worker_is_replaced_and_its_users_age_out(fleet: GatewayP
 
 async def test_redis_restart_mid_run(own_redis: RedisServer) -> None:
     env = fleet_env(f"{own_redis.url}?prefix=restart")
-    with start_gateway(env, workers=2) as server:
-        wait_until(lambda: len(worker_pids(server.pid)) == 2, 20, "two workers")
+    with start_fleet(env) as server:
         clients = await spread_clients(server, 10)
         try:
             await _through_a_restart(server, own_redis, clients)

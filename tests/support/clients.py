@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.support.servers import scaled
 
@@ -75,6 +77,56 @@ async def wait_closed(ws: ClientConnection, timeout: float = 5) -> tuple[int | N
         await ws.wait_closed()
     close = ws.protocol.close_rcvd
     return (close.code, close.reason) if close is not None else (None, "")
+
+
+class EventReader:
+    """A chat connection whose task never stops reading, so it answers pings and its flow
+    control never stalls the server's close frame. It records what :meth:`record` keeps (every
+    event) and the close code (1006 without a close frame); waiters wake on each frame."""
+
+    def __init__(self, ws: ClientConnection, name: str = "reader") -> None:
+        self.ws = ws
+        self.events: list[dict[str, Any]] = []
+        self.close_code: int | None = None
+        self.ended = asyncio.Event()
+        self.changed = asyncio.Event()
+        self.reader = asyncio.create_task(self._read(), name=name)
+
+    @property
+    def closed(self) -> bool:
+        return self.ended.is_set()
+
+    def record(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+    async def _read(self) -> None:
+        try:
+            async for frame in self.ws:
+                assert isinstance(frame, str)
+                for line in frame.split("\n"):
+                    if line:
+                        self.record(json.loads(line))
+                self.changed.set()
+        except ConnectionClosed:
+            pass
+        finally:
+            close = self.ws.protocol.close_rcvd
+            self.close_code = close.code if close is not None else 1006
+            self.ended.set()
+            self.changed.set()
+
+    async def next_change(self) -> None:
+        """Until another frame arrives or the connection ends (callers bound it in time)."""
+        self.changed.clear()
+        await self.changed.wait()
+
+    async def send(self, event: dict[str, Any] | str) -> None:
+        await self.ws.send(event if isinstance(event, str) else json.dumps(event))
+
+    async def close(self) -> None:
+        await self.ws.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.reader
 
 
 def scrape(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -6,6 +6,7 @@ slow CI machine is a setting, not a flake.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,20 @@ def wait_until(predicate: object, timeout: float, message: str, interval: float 
         if predicate():  # type: ignore[operator]
             return
         time.sleep(interval)
+    raise TimeoutError(message)
+
+
+async def poll_until(
+    predicate: Callable[[], object], timeout: float, message: str, interval: float = 0.05
+) -> None:
+    """``wait_until`` for async tests: the event loop (and every client on it) keeps running."""
+    deadline = time.monotonic() + scaled(timeout)
+    for _ in range(int(scaled(timeout) / interval) + 2):
+        if predicate():
+            return
+        if time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(interval)
     raise TimeoutError(message)
 
 
@@ -103,16 +118,21 @@ def launch_gateway(
     workers: int = 1,
     port: int | None = None,
     args: list[str] | None = None,
+    command: list[str] | None = None,
+    cwd: Path | None = None,
 ) -> GatewayProcess:
+    """``gateway serve`` (or ``command``, run in ``cwd``) on ``port``, once /healthz says 200."""
     port = port or free_port()
     full_env = {**os.environ, "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(port)}
     full_env.update(env or {})
     log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the server
         prefix="gateway-", suffix=".log", delete=False
     )
-    command = [str(GATEWAY_BIN), "serve", *(["--workers", str(workers)] if workers > 1 else [])]
+    if command is None:
+        command = [str(GATEWAY_BIN), "serve", *(["--workers", str(workers)] if workers > 1 else [])]
     process = subprocess.Popen(
         [*command, *(args or [])],
+        cwd=cwd,
         env=full_env,
         stdout=log_file,
         stderr=subprocess.STDOUT,
