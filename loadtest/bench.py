@@ -883,17 +883,10 @@ def targets_table(r: dict[str, Result], rounds: dict[str, list[Result]] | None =
             f"{idle.rss_per_conn_kib:.1f} KiB/connection | "
             f"{idle.rss_per_conn_kib / 20:.2f}x of budget | {verdict(ok)} |"
         )
-    one, two = (
-        r.get("gateway-single") or r.get("gateway-fanout"),
-        next(
-            (
-                v
-                for k, v in r.items()
-                if k.startswith("gateway-workers") and v is not r.get("gateway-workers1")
-            ),
-            None,
-        ),
-    )
+    fleets = [k for k in r if k.startswith("gateway-workers")]
+    # The run with the most workers (the scenario may add one worker through Redis beside it).
+    fleet = max(fleets, key=lambda k: int(k.removeprefix("gateway-workers")), default=None)
+    one, two = r.get("gateway-single") or r.get("gateway-fanout"), r.get(fleet or "")
     if one and two and one.cpu_us_per_delivery and two.cpu_us_per_delivery:
         ratio, shown = ratio_text(
             two.cpu_us_per_delivery / one.cpu_us_per_delivery,
