@@ -122,7 +122,6 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     the cyclic GC does not track: a container per recipient per message, alive until the next
     tick, drove it into full collections, 100 ms stalls at 40k deliveries/s)."""
     _frames_this_tick = 0
-    _write_paused = False
     send_buffer_bytes = 0
     """Kernel send buffer per socket (SO_SNDBUF); 0 keeps the OS default.
 
@@ -216,20 +215,12 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         if isinstance(headers, list):
             headers.clear()
 
-    def pause_writing(self) -> None:
-        self._write_paused = True
-        super().pause_writing()
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        super().resume_writing()
-
     def can_write(self) -> bool:
         return (
             self.handshake_complete
             and not self.close_sent
             and not self.disconnected
-            and not self._write_paused
+            and self.writable.is_set()
             and (self._corked is None or len(self._corked) < CORK_LIMIT)
         )
 
