@@ -14,6 +14,7 @@ the OTel messaging conventions: a ``PRODUCER`` span at publish injects its conte
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import AbstractContextManager
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.util.http import ExcludeList
 
 SYSTEM = "messaging.system"
 DESTINATION = "messaging.destination.name"
@@ -187,6 +189,14 @@ def _excluded_urls() -> str:
     return os.environ.get("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", "/healthz,/readyz,/metrics")
 
 
+@functools.cache
+def _excluded_url_list() -> ExcludeList | None:
+    """Parsed once per process, as the instrumentation does, not once per connection."""
+    from opentelemetry.util.http import parse_excluded_urls
+
+    return parse_excluded_urls(_excluded_urls())
+
+
 def connection_span(scope: MutableMapping[str, Any], route: str) -> AbstractContextManager[Any]:
     """The ``SERVER`` span of a chat WebSocket, for the connection's life.
 
@@ -204,18 +214,14 @@ def connection_span(scope: MutableMapping[str, Any], route: str) -> AbstractCont
         collect_request_attributes,
         get_host_port_url_tuple,
     )
-    from opentelemetry.util.http import parse_excluded_urls
 
     _, _, url = get_host_port_url_tuple(scope)  # type: ignore[no-untyped-call]
-    excluded = parse_excluded_urls(_excluded_urls())
+    excluded = _excluded_url_list()
     if excluded is not None and excluded.url_disabled(url):
         return _NO_SPAN
     attributes: dict[str, Any] = collect_request_attributes(scope)  # type: ignore[no-untyped-call]
     attributes["http.route"] = route
-    for key in _URL_ATTRIBUTES:
-        value = attributes.get(key)
-        if isinstance(value, str):
-            attributes[key] = redact(value)
+    attributes.update(_redacted_urls(attributes))
     return active.start_as_current_span(
         f"HTTP {route}",  # the instrumentation's name: a WebSocket has no method, "HTTP" it is
         context=extract(cast(dict[str, Any], scope), getter=asgi_getter),  # a dict in practice
@@ -231,11 +237,16 @@ def _scrub_token(span: Any, scope: dict[str, Any]) -> None:
     """A WebSocket token may ride in the query string: keep it out of the span's URL."""
     if b"token=" not in scope.get("query_string", b"") or not span.is_recording():
         return
-    recorded = getattr(span, "attributes", None) or {}
-    for key in _URL_ATTRIBUTES:
-        value = recorded.get(key)
-        if isinstance(value, str):
-            span.set_attribute(key, redact(value))
+    span.set_attributes(_redacted_urls(getattr(span, "attributes", None) or {}))
+
+
+def _redacted_urls(attributes: Mapping[str, Any]) -> dict[str, str]:
+    """The URL-bearing attributes present, with any token redacted."""
+    return {
+        key: redact(value)
+        for key in _URL_ATTRIBUTES
+        if isinstance(value := attributes.get(key), str)
+    }
 
 
 # Spans on the message path
