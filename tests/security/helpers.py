@@ -28,6 +28,11 @@ CLOSED = "gateway_connections_closed_total"
 REJECTED = "gateway_messages_rejected_total"
 
 
+def unique(name: str) -> str:
+    """A chat path of its own, so tests sharing a server never share a user."""
+    return f"/ws/{name}-{uuid.uuid4().hex[:8]}"
+
+
 def claims(sub: str = "alice", ttl: int = 300, **extra: Any) -> dict[str, Any]:
     now = int(time.time())
     return {"sub": sub, "iat": now, "exp": now + ttl, **extra}

@@ -4,7 +4,6 @@ connection, room names, and one message budget per authenticated user."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,15 +20,12 @@ from tests.security.helpers import (
     closed_before_any_data,
     refused,
     token,
+    unique,
     wait_connections,
     wait_metric,
 )
 from tests.support.clients import metric, of_type, open_ws, recv_until
 from tests.support.servers import GatewayProcess, start_gateway
-
-
-def unique(name: str) -> str:
-    return f"/ws/{name}-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")

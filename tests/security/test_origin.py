@@ -3,13 +3,12 @@ visitor's browser. Browsers always send ``Origin`` on a WebSocket handshake."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.security.helpers import REFUSED, bystander, chat_once, refused
+from tests.security.helpers import REFUSED, bystander, chat_once, refused, unique
 from tests.support.clients import metric, of_type, open_ws, recv_until
 from tests.support.servers import GatewayProcess, start_gateway
 
@@ -30,10 +29,6 @@ def allowlist() -> Iterator[GatewayProcess]:
     }
     with start_gateway(env) as gateway:
         yield gateway
-
-
-def unique(name: str) -> str:
-    return f"/ws/{name}-{uuid.uuid4().hex[:8]}"
 
 
 async def accepted(server: GatewayProcess, origin: str | None) -> None:
