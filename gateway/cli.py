@@ -14,7 +14,9 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the gateway")
     serve.add_argument("--host", help="bind address (default GATEWAY_HOST or 0.0.0.0)")
     serve.add_argument("--port", type=int, help="bind port (default GATEWAY_PORT or 8000)")
-    serve.add_argument("--workers", type=int, default=1, help="gunicorn workers (default 1)")
+    serve.add_argument(
+        "--workers", type=int, help="gunicorn workers (default GATEWAY_WORKERS if set, else 1)"
+    )
     token = commands.add_parser(
         "token", help="mint a development JWT signed with GATEWAY_AUTH_SECRET"
     )
@@ -35,17 +37,20 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"gateway: invalid setting: {error}", file=sys.stderr)
         return 2
-    if args.workers < 1:
+    # GATEWAY_WORKERS=0 (its default, "auto" to gunicorn_conf) stays one process here: a single
+    # `gateway serve` with a Redis URL must not become a fleet the size of the host.
+    workers = args.workers if args.workers is not None else (settings.workers or 1)
+    if workers < 1:
         print("gateway: --workers must be at least 1", file=sys.stderr)
         return 2
-    if args.workers > 1 and not settings.uses_shared_broker:
+    if workers > 1 and not settings.uses_shared_broker:
         print(
             "gateway: --workers > 1 needs a shared broker: set GATEWAY_BROKER_URL=redis://host:port/db",
             file=sys.stderr,
         )
         return 2
-    if args.workers > 1:
-        return serve_workers(settings, args.workers)
+    if workers > 1:
+        return serve_workers(settings, workers)
     return serve_single(settings)
 
 

@@ -46,7 +46,7 @@ DRAIN_CLOSE = 1012
 NORMAL_CLOSES = {1000, 1001, DRAIN_CLOSE}
 
 
-@events.init_command_line_parser.add_listener
+@events.init_command_line_parser.add_listener  # type: ignore[untyped-decorator]
 def _add_arguments(parser: Any) -> None:
     group = parser.add_argument_group("gateway")
     group.add_argument(
@@ -117,7 +117,7 @@ def threshold_failures(environment: Environment) -> list[str]:
     return reasons
 
 
-@events.quitting.add_listener
+@events.quitting.add_listener  # type: ignore[untyped-decorator]
 def _exit_code(environment: Environment, **_kwargs: Any) -> None:
     if isinstance(environment.runner, WorkerRunner):
         return  # the master (or the local runner) judges the aggregated stats
@@ -147,7 +147,7 @@ class ChatUser(User):
         self.ws_path = str(getattr(opts, "ws_path", "/ws/{id}"))
         self.token = str(getattr(opts, "token", ""))
         self.ws: websocket.WebSocket | None = None
-        self.receiver: gevent.Greenlet | None = None
+        self.receiver: gevent.Greenlet[[websocket.WebSocket], None] | None = None
         self.pending: dict[str, float] = {}
         self.reconnect_after_ms: float | None = None
         self.closing = False

@@ -220,6 +220,9 @@ def start_gateway(
     if workers > 1:
         cmd += ["--workers", str(workers)]
     full_env = dict(os.environ)
+    # ``workers`` decides: `gateway serve` without --workers reads GATEWAY_WORKERS, and a
+    # one-worker run must not become a fleet because the caller's shell exports it.
+    full_env.pop("GATEWAY_WORKERS", None)
     full_env.update(GATEWAY_BENCH_ENV)
     full_env.update(env or {})
     server = _spawn(label, "gateway", cmd, full_env, port)

@@ -156,7 +156,7 @@ def _exposition_cost(workers: int) -> float:
 
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     for pid in range(1, workers + 1):
-        values.ValueClass = values.MultiProcessValue(lambda pid=pid: pid)  # type: ignore[misc]
+        values.ValueClass = values.MultiProcessValue(lambda pid=pid: pid)  # type: ignore[no-untyped-call]
         fake = _fresh_metrics()
         for reason in metrics.REJECT_REASONS:
             fake["rejected"].labels(reason).inc()

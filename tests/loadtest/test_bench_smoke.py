@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,11 +14,12 @@ from tests.support.servers import start_gateway
 REPO = Path(__file__).resolve().parents[2]
 
 
-def bench(*args: str, timeout: float = 60) -> dict[str, Any]:
+def bench(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> dict[str, Any]:
     out = Path(args[args.index("--json") + 1])
     done = subprocess.run(
         [sys.executable, "-m", "loadtest.bench", *args],
         cwd=REPO,
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -57,3 +59,14 @@ def test_seed_baseline_and_stalled_receiver(tmp_path: Path) -> None:
     assert control["connections"] == stalled["connections"] == 11
     assert control["delivered_ratio"] >= 0.99
     assert stalled["deliveries"] > 0
+
+
+def test_a_one_worker_run_ignores_an_exported_worker_count(tmp_path: Path) -> None:
+    """`gateway serve` reads GATEWAY_WORKERS; the bench's own --workers choice must win."""
+    data = bench(
+        "--scenario", "fanout", "--target", "gateway", "--no-pin",
+        "-N", "5", "-P", "1", "--rate", "20", "--duration", "0.5", "--warmup", "0.2",
+        "--repeat", "1", "--json", str(tmp_path / "one.json"),
+        env={"GATEWAY_WORKERS": "2"},
+    )  # fmt: skip
+    assert data["results"]["gateway-fanout"]["processes"] == 1

@@ -1,0 +1,252 @@
+"""The command line: ``python -m loadtest.bench`` parses into Options, runs the scenario,
+writes the raw JSON (and with ``--scenario all`` RESULTS.md); ``--render-from`` re-renders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import loadtest.bench
+from loadtest import procstat
+from loadtest.bench.model import (
+    PRESETS,
+    SCENARIOS,
+    Load,
+    Options,
+    Result,
+    default_idle_connections,
+)
+from loadtest.bench.report import RESULTS_MD, git_describe, render, versions, write_results_md
+from loadtest.bench.scenarios import Bench
+from loadtest.bench.targets import targets_table
+from loadtest.servers import RESULTS_DIR
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    ap = argparse.ArgumentParser(
+        prog="python -m loadtest.bench",
+        description=(loadtest.bench.__doc__ or "").split("\n")[0],
+    )
+    for add in (what_args, load_args, idle_args, server_args, output_args):
+        add(ap)
+    return options(ap.parse_args(argv), argv)
+
+
+def options(a: argparse.Namespace, argv: list[str] | None) -> Options:
+    """Options from parsed arguments: the scenario's preset fills what was not given."""
+    scenario: str = a.scenario
+    preset = dict(PRESETS.get(scenario, PRESETS["fanout"]))
+    rate_arg = a.rate if a.rate is not None else preset["rate"]
+    rate = None if str(rate_arg).lower() == "max" else float(rate_arg)
+    load = Load(
+        subscribers=a.subscribers if a.subscribers is not None else int(preset["subscribers"]),
+        publishers=a.publishers if a.publishers is not None else int(preset["publishers"]),
+        rate=rate,
+        duration=a.duration if a.duration is not None else float(preset["duration"]),
+        warmup=a.warmup if a.warmup is not None else float(preset["warmup"]),
+        window=a.window,
+        msg_bytes=a.msg_bytes if a.msg_bytes is not None else int(preset["msg_bytes"]),
+        stalled=a.stalled if scenario == "stalled" else 0,
+        room=a.room,
+        connect_concurrency=a.connect_concurrency,
+    )
+    targets = ["seed", "gateway"] if a.target == "both" else [a.target]
+    if scenario == "workers":
+        targets = ["gateway"]
+    env: dict[str, str] = {}
+    for item in a.gateway_env:
+        key, _, value = item.partition("=")
+        env[key] = value
+    pin = not a.no_pin and (os.cpu_count() or 1) >= 2
+    return Options(
+        scenario=scenario,
+        targets=targets,
+        load=load,
+        attach_url=a.attach,
+        wire=a.wire,
+        server_core=a.server_core if pin else None,
+        gen_core=a.gen_core if pin else None,
+        idle_connections=a.idle_connections or default_idle_connections(),
+        idle_seconds=a.idle_seconds,
+        idle_room_each=not a.idle_in_lobby,
+        repeat=a.repeat,
+        experiments=a.experiments,
+        gateway_command=shlex.split(a.gateway_command) if a.gateway_command else None,
+        workers=a.workers,
+        redis_url=a.redis_url,
+        send_queue=a.send_queue,
+        gateway_env=env,
+        json_out=a.json,
+        results_md=a.results_md,
+        render_from=a.render_from,
+        command="python -m loadtest.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+    )
+
+
+def what_args(ap: argparse.ArgumentParser) -> None:
+    """Which scenario, against which servers, in which wire format."""
+    ap.add_argument("--scenario", choices=SCENARIOS, default="fanout")
+    ap.add_argument(
+        "--target",
+        choices=("both", "seed", "gateway"),
+        default="both",
+        help="which servers to start (default: the seed baseline and the gateway)",
+    )
+    ap.add_argument("--attach", metavar="URL", help="measure an already running server instead")
+    ap.add_argument("--wire", choices=("json", "text"), default="json")
+
+
+def load_args(ap: argparse.ArgumentParser) -> None:
+    """The chat load: how many, how fast, how long, how big."""
+    ap.add_argument("--subscribers", "-N", type=int, default=None)
+    ap.add_argument("--publishers", "-P", type=int, default=None)
+    ap.add_argument("--rate", default=None, help="total messages/s, or 'max' (closed loop)")
+    ap.add_argument("--duration", type=float, default=None, help="measured seconds")
+    ap.add_argument("--warmup", type=float, default=None, help="seconds before measuring")
+    ap.add_argument("--window", type=int, default=20, help="messages in flight at rate max")
+    ap.add_argument("--msg-bytes", type=int, default=None, help="text size of a message")
+    ap.add_argument("--room", default="lobby")
+    ap.add_argument(
+        "--connect-concurrency", type=int, default=200, help="handshakes in flight when connecting"
+    )
+    ap.add_argument("--stalled", type=int, default=1, help="stalled receivers (scenario stalled)")
+
+
+def idle_args(ap: argparse.ArgumentParser) -> None:
+    """The idle run, and how many interleaved rounds a comparison gets."""
+    ap.add_argument(
+        "--idle-connections",
+        type=int,
+        default=None,
+        help="idle run size (default 20000, or what the open-file hard limit allows)",
+    )
+    ap.add_argument("--idle-seconds", type=float, default=10.0)
+    ap.add_argument(
+        "--idle-in-lobby",
+        action="store_true",
+        help="leave idle gateway connections in the lobby (presence makes connecting O(N²))",
+    )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="interleaved rounds per comparison; the median run is reported (1 = single run)",
+    )
+
+
+def server_args(ap: argparse.ArgumentParser) -> None:
+    """How the gateway under test is started and pinned."""
+    ap.add_argument(
+        "--gateway-command",
+        default=None,
+        help="command instead of `gateway` (e.g. an experiment), followed by `serve …`",
+    )
+    ap.add_argument(
+        "--experiments",
+        action="store_true",
+        help="with --scenario all: also run loadtest/experiments (gateway variants)",
+    )
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    ap.add_argument("--send-queue", type=int, default=None, help="GATEWAY_SEND_QUEUE")
+    ap.add_argument(
+        "--gateway-env", action="append", default=[], metavar="K=V", help="extra env var"
+    )
+    ap.add_argument("--server-core", default="0", help="taskset core(s) for servers")
+    ap.add_argument("--gen-core", type=int, default=1, help="core for this generator")
+    ap.add_argument("--no-pin", action="store_true", help="pin nothing")
+
+
+def output_args(ap: argparse.ArgumentParser) -> None:
+    """Where results go, or which earlier run to re-render."""
+    ap.add_argument("--json", type=Path, default=None, help="write results as JSON here")
+    ap.add_argument("--results-md", type=Path, default=RESULTS_MD)
+    ap.add_argument(
+        "--render-from",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="rewrite RESULTS.md from a raw results file of an earlier `all` run; runs nothing",
+    )
+
+
+def rerender(opts: Options) -> int:
+    """RESULTS.md from a saved raw results file (same figures, current report layout)."""
+    assert opts.render_from is not None
+    data = json.loads(opts.render_from.read_text())
+    saved = parse_args(shlex.split(data["command"])[3:])  # after "python -m loadtest.bench"
+    bench = Bench(saved)
+    bench.meta = data.get("meta", {})
+    bench.meta.setdefault("gateway_source", data.get("gateway_source", "not recorded"))
+    bench.failures = data.get("failures", {})
+    for key, raw in data["results"].items():
+        bench.results[key] = Result(**raw)
+    for key, raws in data.get("rounds", {}).items():
+        bench.rounds[key] = [Result(**raw) for raw in raws]
+    block = render(bench, data["started_utc"], data.get("elapsed_s", 0.0), data.get("busy", []))
+    write_results_md(opts.results_md, block)
+    print(f"wrote {opts.results_md} from {opts.render_from}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    if opts.render_from is not None:
+        return rerender(opts)
+    if opts.gen_core is not None:
+        os.sched_setaffinity(0, {opts.gen_core})
+    procstat.raise_nofile(200_000)
+    busy = procstat.machine_busy_fraction(1.0) if opts.scenario == "all" else []
+    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
+    t0 = time.monotonic()
+    bench = Bench(opts)
+    bench.meta["gateway_source"] = git_describe()
+    with event_loop_runner() as runner:
+        runner.run(bench.run())
+    elapsed = time.monotonic() - t0
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = opts.json_out or RESULTS_DIR / f"{started.replace(' ', 'T')}-{opts.scenario}.json"
+    out.write_text(json.dumps(raw_results(bench, started, elapsed, busy), indent=2))
+    print(f"raw results: {out}")
+    if opts.scenario == "all":
+        write_results_md(opts.results_md, render(bench, started, elapsed, busy))
+        print(f"wrote {opts.results_md}")
+    for row in targets_table(bench.results, bench.rounds):
+        print(row)
+    return 0
+
+
+def event_loop_runner() -> asyncio.Runner:
+    """On uvloop when it is installed: the generator must not be the run's bottleneck."""
+    try:
+        import uvloop
+
+        return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:
+        return asyncio.Runner()
+
+
+def raw_results(bench: Bench, started: str, elapsed: float, busy: list[float]) -> dict[str, Any]:
+    """The raw JSON: everything ``--render-from`` needs to write the same block again."""
+    return {
+        "command": bench.opts.command,
+        "started_utc": started,
+        "machine": asdict(procstat.machine()),
+        "versions": versions(),
+        "meta": bench.meta,
+        "results": {k: asdict(v) for k, v in bench.results.items()},
+        "failures": bench.failures,
+        "rounds": {k: [asdict(x) for x in v] for k, v in bench.rounds.items()},
+        "elapsed_s": elapsed,
+        "busy": busy,
+    }
