@@ -26,8 +26,8 @@ class CommandBudget:
     """``rate.messages`` commands per ``rate.window_seconds`` for one connection, in constant
     memory: a sliding-window counter (this window's count plus the previous window's, weighted
     by how much of that window the sliding one still covers). A moving window would keep a
-    timestamp per admitted command; this keeps three numbers and never admits more than the
-    limit in any window whose start is a multiple of the window, and little more in others."""
+    timestamp per admitted command; this keeps three numbers, never admits more than the limit
+    within one of the connection's consecutive windows, and about the limit in any other."""
 
     __slots__ = ("_current", "_limit", "_previous", "_start", "_window")
 

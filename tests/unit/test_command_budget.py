@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from gateway.ratelimit import CommandBudget
-from gateway.settings import RateLimit
+from gateway.settings import RateLimit, SettingsError, load_settings
 
 
 def admitted(budget: CommandBudget, times: list[float]) -> int:
@@ -41,3 +43,10 @@ def test_no_window_admits_more_than_the_limit_under_a_flood() -> None:
         inside = [t for t in admitted_at if start <= t < start + 10]
         assert len(inside) <= 30 * 1.1, (start, len(inside))
     assert len(admitted_at) >= 9 * 30
+
+
+def test_the_setting_defaults_to_30_per_10_s_and_names_itself_when_wrong() -> None:
+    assert load_settings().command_rate_limit == RateLimit(30, 10)
+    assert not load_settings(command_rate_limit="0").command_rate_limit.enabled
+    with pytest.raises(SettingsError, match="GATEWAY_COMMAND_RATE_LIMIT"):
+        load_settings(command_rate_limit="lots")
