@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import itertools
 import logging
 import random
@@ -64,6 +65,13 @@ RESUBSCRIBE_TIMEOUT = 5.0
 """Seconds a reconnect may take to have every channel confirmed (no request waits on it)."""
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 5.0
+NO_SETINFO: dict[str, Any] = (
+    {"driver_info": None}
+    if importlib.util.find_spec("redis.driver_info")
+    else {"lib_name": None, "lib_version": None}
+)
+"""No CLIENT SETINFO on connect (redis-py 8 spells it ``driver_info``): each reply is one more
+timeout to wait out on a new connection to a hung Redis, before the command itself."""
 UNAVAILABLE: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
@@ -134,10 +142,7 @@ def _pool_options(retries: int) -> dict[str, Any]:
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_timeout=COMMAND_TIMEOUT,
         retry=Retry(NoBackoff(), retries, supported_errors=(RedisConnectionError,)),
-        # No CLIENT SETINFO on connect: each reply would be one more timeout to wait out on a
-        # new connection to a hung Redis, before the command itself.
-        lib_name=None,
-        lib_version=None,
+        **NO_SETINFO,
     )
 
 
