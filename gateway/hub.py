@@ -123,7 +123,11 @@ class Hub:
         ``per_user_limit`` (0 = none) caps the user's connections over all workers. The one
         await (presence, shared by the workers) comes before the checks, so the checks and the
         registration run without a suspension between them: exact within this worker.
+        While the broker is known to be down it fails at once: every step needs Redis, and a
+        hung one would make each of them wait out its timeout.
         """
+        if not self.broker.ready:
+            return disconnect.SERVER_ERROR
         elsewhere = 0
         if not allow_duplicate or per_user_limit:
             try:

@@ -1,7 +1,9 @@
-"""Per-client message rate limiting on the moving window of the `limits` library.
+"""Rate limits: chat messages per client (shared by the workers) and commands per connection.
 
-The seed counted messages per client in a window (10 per 60 s); a moving window keeps that
-meaning exactly. The storage URI lets several workers share one budget through Redis.
+The seed counted messages per client in a window (10 per 60 s); the moving window of the
+`limits` library keeps that meaning exactly, and its Redis storage lets several workers share
+one budget. Commands (join, leave, resume, ping) are limited per connection, in-process: a
+:class:`CommandBudget` is a few numbers on the session, with no round trip to anything.
 """
 
 from __future__ import annotations
@@ -18,6 +20,37 @@ from limits.storage import storage_from_string
 from gateway.settings import RateLimit
 
 log = logging.getLogger("gateway.ratelimit")
+
+
+class CommandBudget:
+    """``rate.messages`` commands per ``rate.window_seconds`` for one connection, in constant
+    memory: a sliding-window counter (this window's count plus the previous window's, weighted
+    by how much of that window the sliding one still covers). A moving window would keep a
+    timestamp per admitted command; this keeps three numbers, never admits more than the limit
+    within one of the connection's consecutive windows, and about the limit in any other."""
+
+    __slots__ = ("_current", "_limit", "_previous", "_start", "_window")
+
+    def __init__(self, rate: RateLimit, now: float) -> None:
+        self._limit = rate.messages
+        self._window = float(rate.window_seconds)
+        self._start = now
+        self._current = 0
+        self._previous = 0
+
+    def allow(self, now: float) -> bool:
+        elapsed = now - self._start
+        if elapsed >= self._window:
+            passed = int(elapsed // self._window)
+            self._previous = self._current if passed == 1 else 0
+            self._current = 0
+            self._start += passed * self._window
+            elapsed -= passed * self._window
+        overlap = 1.0 - elapsed / self._window
+        if self._previous * overlap + self._current >= self._limit:
+            return False
+        self._current += 1
+        return True
 
 
 class MessageRateLimiter:

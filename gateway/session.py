@@ -30,12 +30,15 @@ from gateway.protocol import (
     WireFormat,
     error_event,
 )
+from gateway.ratelimit import CommandBudget
 
 if TYPE_CHECKING:
     from gateway.hub import Hub
 
 log = logging.getLogger("gateway.session")
 NOT_SENT = "message not sent: broker unavailable, retry"
+LIMITED_COMMANDS = (Join, Leave, Resume, Ping)
+"""What ``GATEWAY_COMMAND_RATE_LIMIT`` counts: the commands chat's own rate limit does not."""
 
 
 @dataclass(slots=True)
@@ -50,6 +53,7 @@ class RoomCursor:
 class Session:
     __slots__ = (
         "closing",
+        "commands",
         "connection_id",
         "current_room",
         "hub",
@@ -79,6 +83,9 @@ class Session:
         self.current_room = DEFAULT_ROOM
         self.last_activity = time.monotonic()
         self.strikes = 0
+        rate = hub.settings.command_rate_limit
+        self.commands = CommandBudget(rate, self.last_activity) if rate.enabled else None
+        """Joins, leaves, resumes and pings this connection may still send (None: no limit)."""
         self.closing: Disconnect | None = None
         self.may_join: Callable[[str], bool] = lambda room: True
         """The rooms the identity's token grants (see :mod:`gateway.auth`)."""
@@ -90,8 +97,10 @@ class Session:
     # Inbound
 
     async def on_text(self, frame: str) -> None:
-        self.last_activity = time.monotonic()
+        now = self.last_activity = time.monotonic()
         command = self.hub.codec.parse(frame, self.wire)
+        if isinstance(command, LIMITED_COMMANDS) and not self._command_allowed(now):
+            return
         if isinstance(command, ProtocolError):
             self.reject(command)
         elif isinstance(command, SendMessage):
@@ -132,7 +141,14 @@ class Session:
             self.send_error(ErrorCode.UNAVAILABLE, NOT_SENT)
 
     async def _within_rate(self) -> bool:
-        if await self.hub.limiter.allow(self.user):
+        return self._strike_unless(await self.hub.limiter.allow(self.user))
+
+    def _command_allowed(self, now: float) -> bool:
+        return self.commands is None or self._strike_unless(self.commands.allow(now))
+
+    def _strike_unless(self, allowed: bool) -> bool:
+        """Both limits share the strikes: a client that keeps going over either is closed."""
+        if allowed:
             self.strikes = 0
             return True
         self.reject(ProtocolError(ErrorCode.RATE_LIMITED, "Rate limit exceeded. Slow down."))

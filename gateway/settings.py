@@ -87,10 +87,14 @@ class Settings(BaseSettings):
     """Connections of one authenticated user, over all workers (0 = no limit)."""
     connect_rate_limit: Annotated[RateLimit, NoDecode] = RateLimit(0, 0)
     """WebSocket handshakes per window per client IP and worker, e.g. ``20/10``; ``0`` = off."""
+    command_rate_limit: Annotated[RateLimit, NoDecode] = RateLimit(30, 10)
+    """``join``, ``leave``, ``resume`` and ``ping`` commands per window per connection: each
+    join or leave is a presence event to every member of the room, so one client could
+    otherwise make a room's members do its work. ``0`` = off."""
     log_level: str = "info"
     log_format: str = "auto"
 
-    @field_validator("rate_limit", "connect_rate_limit", mode="before")
+    @field_validator("rate_limit", "connect_rate_limit", "command_rate_limit", mode="before")
     @classmethod
     def _parse_rate_limit(cls, value: object) -> RateLimit:
         if isinstance(value, RateLimit):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import itertools
 import logging
 import random
@@ -34,6 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway import metrics
 from gateway.broker.base import Broker, BrokerUnavailable, DeliverFn, Envelope, History
+from gateway.broker.links import HangAwarePool, link
 
 log = logging.getLogger("gateway.broker")
 
@@ -41,18 +43,35 @@ DEFAULT_PREFIX = "gateway"
 HISTORY_TTL = 7 * 24 * 3600
 """Seconds a room's sequence and history outlive its last publication."""
 CONNECT_TIMEOUT = 2.0
-COMMAND_TIMEOUT = 5.0
+COMMAND_TIMEOUT = 2.0
+"""Seconds a command waits for Redis' answer. A hung Redis (stopped, not closed) shows on no
+socket, only on this clock: a request fails within one of these (SPEC: 3 s). A request's later
+commands fail at once, since by then the pub/sub health check has found the hang (see
+:mod:`gateway.broker.links`). Two seconds leave a busy, live Redis room to answer."""
 POOL_SIZE = 50
 """Connections one client (pool) of a worker may open. A worker has three: broker commands,
 presence and the rate limit (plus one pub/sub connection), so a fleet of W workers holds at most
 about 150 x W of Redis' 10,000 default ``maxclients``. ``?max_connections=`` in the URL wins."""
-POOL_TIMEOUT = COMMAND_TIMEOUT
+POOL_TIMEOUT = 5.0
 """Seconds a command waits for a free pooled connection before it counts as Redis being
-unavailable: as long as it may wait for Redis' answer. ``?timeout=`` in the URL wins."""
-PING_INTERVAL = 3.0
-"""Seconds of pub/sub silence before a PING; three silent intervals count as a dead link."""
+unavailable: as long as a connect storm may queue on a live Redis (at 1 s, a storm of 360
+handshakes on a loaded 2-core machine had hundreds refused). A hung Redis does not keep waiters
+that long: see :mod:`gateway.broker.links`. ``?timeout=`` in the URL wins."""
+PING_INTERVAL = 1.0
+"""Seconds of pub/sub silence before a PING."""
+PONG_TIMEOUT = 1.0
+"""Seconds after that PING without a word from Redis that count as a dead link."""
+RESUBSCRIBE_TIMEOUT = 5.0
+"""Seconds a reconnect may take to have every channel confirmed (no request waits on it)."""
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 5.0
+NO_SETINFO: dict[str, Any] = (
+    {"driver_info": None}
+    if importlib.util.find_spec("redis.driver_info")
+    else {"lib_name": None, "lib_version": None}
+)
+"""No CLIENT SETINFO on connect (redis-py 8 spells it ``driver_info``): each reply is one more
+timeout to wait out on a new connection to a hung Redis, before the command itself."""
 UNAVAILABLE: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
@@ -96,7 +115,7 @@ def split_url(url: str) -> tuple[str, str]:
     return urlunsplit(parts._replace(query=rest)), prefix
 
 
-def connection_pool(url: str, *, retries: int) -> BlockingConnectionPool:
+def connection_pool(url: str, *, retries: int, hang_aware: bool = True) -> BlockingConnectionPool:
     """A bounded pool whose commands queue for a connection when all are busy.
 
     redis-py's default pool raises ``Too many connections`` at once when its 100 connections
@@ -106,21 +125,30 @@ def connection_pool(url: str, *, retries: int) -> BlockingConnectionPool:
     connections per pool however many handshakes are in flight.
 
     Otherwise it fails fast: the gateway reports an outage rather than hanging in retries. One
-    immediate retry lets a pooled connection that Redis closed (a restart) reconnect.
+    immediate retry lets a pooled connection that Redis closed (a restart) reconnect; a timeout
+    is not retried, since a Redis that did not answer once will not answer at once either.
+    While the pub/sub health check finds Redis hung, commands fail at once (``hang_aware``).
     """
-    return BlockingConnectionPool.from_url(
-        url,
+    options = _pool_options(retries)
+    if hang_aware:
+        return HangAwarePool.from_url(url, link=link(url), **options)
+    return BlockingConnectionPool.from_url(url, **options)
+
+
+def _pool_options(retries: int) -> dict[str, Any]:
+    return dict(
         max_connections=POOL_SIZE,
         timeout=POOL_TIMEOUT,
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_timeout=COMMAND_TIMEOUT,
-        retry=Retry(NoBackoff(), retries),
+        retry=Retry(NoBackoff(), retries, supported_errors=(RedisConnectionError,)),
+        **NO_SETINFO,
     )
 
 
-def connect(url: str, *, retries: int) -> Redis:
+def connect(url: str, *, retries: int, hang_aware: bool = True) -> Redis:
     """A client on its own :func:`connection_pool`, closed with the client."""
-    return Redis.from_pool(connection_pool(url, retries=retries))
+    return Redis.from_pool(connection_pool(url, retries=retries, hang_aware=hang_aware))
 
 
 class RedisBroker(Broker):
@@ -139,6 +167,7 @@ class RedisBroker(Broker):
         """Joins waiting for Redis to confirm their SUBSCRIBE (see :meth:`subscribe`)."""
         self._supervisor: asyncio.Task[None] | None = None
         self._first_attempt = asyncio.Event()
+        self._link = link(self.url)
         self._ready = False
         self._closing = False
         self._tokens = itertools.count(1)
@@ -158,7 +187,7 @@ class RedisBroker(Broker):
 
     async def start(self) -> None:
         self._commands = connect(self.url, retries=1)
-        self._subscriber = connect(self.url, retries=0)
+        self._subscriber = connect(self.url, retries=0, hang_aware=False)
         self._publish_script = self._commands.register_script(PUBLISH_SCRIPT)
         metrics.BROKER_UP.set(0)
         self._supervisor = asyncio.create_task(self._supervise(), name="gateway-redis-pubsub")
@@ -284,6 +313,8 @@ class RedisBroker(Broker):
                     self._on_message(message)
                 await self._read(pubsub)
             except UNAVAILABLE as error:
+                if isinstance(error, RedisTimeoutError | TimeoutError):
+                    await self._link.mark_hung()
                 if self._ready or attempt == 0:
                     log.warning("redis pub/sub connection lost: %s", error)
             except Exception:
@@ -324,12 +355,13 @@ class RedisBroker(Broker):
         token = f"sync-{next(self._tokens)}".encode()
         await pubsub.ping(token)
         pending: list[dict[str, Any]] = []
-        async with asyncio.timeout(COMMAND_TIMEOUT):
+        async with asyncio.timeout(RESUBSCRIBE_TIMEOUT):
             while True:
-                message = await pubsub.get_message(timeout=COMMAND_TIMEOUT)
+                message = await pubsub.get_message(timeout=RESUBSCRIBE_TIMEOUT)
                 if message is None:
                     continue
                 if message["type"] == "pong" and message["data"] == token:
+                    self._link.hung = False
                     return pending
                 if message["type"] == "message":
                     pending.append(message)
@@ -352,16 +384,24 @@ class RedisBroker(Broker):
             log.info("replayed %d messages published while pub/sub was down", replayed)
 
     async def _read(self, pubsub: PubSub) -> None:
-        silent = 0
+        """Deliver until the link fails. A hung Redis keeps its socket open, so silence is the
+        only sign: after :data:`PING_INTERVAL` of it a PING, and nothing at all from Redis
+        within :data:`PONG_TIMEOUT` after that is a dead link (about 2 s in all)."""
+        clock = asyncio.get_running_loop().time
+        heard = clock()
+        pinged = False
         while True:
-            message = await pubsub.get_message(timeout=PING_INTERVAL)
+            deadline = heard + PING_INTERVAL + (PONG_TIMEOUT if pinged else 0.0)
+            message = await pubsub.get_message(timeout=max(deadline - clock(), 0.01))
             if message is None:
-                silent += 1
-                if silent >= 3:
-                    raise RedisTimeoutError("no reply from redis to pub/sub PINGs")
+                if clock() < deadline:
+                    continue
+                if pinged:
+                    raise RedisTimeoutError("no reply from redis to a pub/sub PING")
                 await pubsub.ping()
+                pinged = True
                 continue
-            silent = 0
+            heard, pinged = clock(), False
             if message["type"] == "message":
                 self._on_message(message)
             elif message["type"] == "subscribe":
