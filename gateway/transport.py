@@ -17,6 +17,7 @@ from gateway import disconnect, logs, metrics, tracing
 from gateway.admission import Refusal, deny
 from gateway.disconnect import Disconnect
 from gateway.hub import Hub
+from gateway.identity import display_form, skeletons
 from gateway.outbox import ClientGone, Outbox, encode_text_frame
 from gateway.protocol import WireFormat, is_valid_user
 from gateway.session import Session
@@ -97,7 +98,11 @@ def _wire_format(websocket: WebSocket, default: WireFormat) -> WireFormat | None
 
 
 async def serve_connection(websocket: WebSocket, hub: Hub, user: str | None) -> None:
-    """Run one connection from handshake to the last cleanup; ``user=None`` is anonymous."""
+    """Run one connection from handshake to the last cleanup; ``user=None`` is anonymous.
+
+    ``user`` is the URL's id as given; from here on it is in its display form.
+    """
+    user = None if user is None else display_form(user)
     wire = _wire_format(websocket, WireFormat.TEXT if user is None else WireFormat.JSON)
     admitted = await hub.admission.admit(websocket, user)
     if isinstance(admitted, Refusal):
@@ -106,7 +111,8 @@ async def serve_connection(websocket: WebSocket, hub: Hub, user: str | None) -> 
     await websocket.accept(admitted.subprotocol)
     metrics.CONNECTIONS_OPENED.inc()
     tracing.detach_connection_span()
-    if wire is None or (user is not None and not is_valid_user(user)):
+    named = admitted.user
+    if wire is None or (named is not None and not (is_valid_user(named) and skeletons(named))):
         await _refuse(websocket, disconnect.POLICY)
         return
     sink = _sink_for(websocket)
