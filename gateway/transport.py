@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
@@ -116,6 +117,8 @@ async def serve_connection(websocket: WebSocket, hub: Hub, user: str | None) -> 
         await _refuse(websocket, disconnect.POLICY)
         return
     sink = _sink_for(websocket)
+    if isinstance(sink, DirectSink):
+        sink.protocol.hold_close_reply = True
     outbox = Outbox(sink, wire, hub.settings.send_queue)
     session = Session(hub, admitted.user or hub.anonymous_user(), hub.connection_id(), wire, outbox)
     session.may_join = admitted.may_join
@@ -147,7 +150,7 @@ async def serve_connection(websocket: WebSocket, hub: Hub, user: str | None) -> 
     finally:
         if expiry is not None:
             expiry.cancel()
-        await hub.detach(session)
+        await hub.detach(session, _close_reply(sink))
         if not outbox.finished:
             session.close(ended)
             if (writer := outbox.writer) is not None:
@@ -158,6 +161,11 @@ async def serve_connection(websocket: WebSocket, hub: Hub, user: str | None) -> 
             "connection closed",
             extra={"reason": ended.reason, "code": ended.code, "detail": ended.detail},
         )
+
+
+def _close_reply(sink: DirectSink | AsgiSink) -> Callable[[], None] | None:
+    """What answers a client's close frame, held until the hub released the client's id."""
+    return sink.protocol.send_close_reply if isinstance(sink, DirectSink) else None
 
 
 def _track(hub: Hub, session: Session) -> None:
