@@ -126,7 +126,8 @@ class RedisPresence(Presence):
         return f"{self.prefix}:connections:{user}"
 
     def claim_key(self, skeleton: str) -> str:
-        return f"{self.prefix}:claim:{skeleton}"
+        """One hash tag for every claim: a script takes several keys, in one cluster slot."""
+        return f"{self.prefix}:{{claims}}:{skeleton}"
 
     def _holder(self, connection_id: str) -> str:
         return f"{self._token}:{connection_id}"
