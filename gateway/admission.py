@@ -37,15 +37,13 @@ from gateway.auth import (
     install_log_redaction,
     token_from,
 )
+from gateway.identity import RESERVED_PREFIX, display_form, is_reserved
 from gateway.settings import DEFAULT_PORTS, RateLimit, Settings, canonical_origin
 
 if TYPE_CHECKING:
     from gateway.session import Session
 
 log = logging.getLogger("gateway.admission")
-
-RESERVED_PREFIX = "anonymous-"
-"""Ids the hub hands to anonymous connections; nobody may claim one through the URL."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +143,11 @@ class Admission:
         install_log_redaction()
 
     async def admit(self, websocket: WebSocket, path_user: str | None) -> Admitted | Refusal:
+        """``path_user``: the URL's id in its display form (:func:`gateway.identity.display_form`).
+
+        With a token its subject, in the same display form, is the identity; the path's id
+        must equal it exactly, never only on skeletons: a look-alike path names someone else.
+        """
         ip = websocket.client.host if websocket.client else "unknown"
         if not await self.connect_rate.allow(ip):
             retry = await self.connect_rate.retry_after(ip)
@@ -154,7 +157,7 @@ class Admission:
         headers = websocket.headers
         if not self.origins.allows(headers.get("origin"), headers.get("host")):
             return Refusal(403, "origin", "origin not allowed")
-        if path_user is not None and path_user.startswith(RESERVED_PREFIX):
+        if path_user is not None and is_reserved(path_user):
             return Refusal(
                 403, "forbidden", f"client ids starting {RESERVED_PREFIX!r} are reserved"
             )
@@ -170,9 +173,10 @@ class Admission:
             identity = self.authenticator.verify(token)
         except TokenError as error:
             return Refusal(403, "unauthorized", str(error))
-        if path_user is not None and path_user != identity.user:
+        user = display_form(identity.user)
+        if path_user is not None and path_user != user:
             return Refusal(403, "forbidden", "client id does not match the token's subject")
-        return Admitted(identity.user, subprotocol, identity)
+        return Admitted(user, subprotocol, identity)
 
     def expire(self, session: Session, admitted: Admitted) -> asyncio.TimerHandle | None:
         """Close an authenticated connection with 1008 when its token runs out."""

@@ -13,12 +13,14 @@ import itertools
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from gateway import disconnect, metrics, tracing
 from gateway.admission import Admission
 from gateway.broker import BrokerUnavailable, Envelope, create_broker, room_channel, user_channel
 from gateway.disconnect import Disconnect
+from gateway.identity import skeletons
 from gateway.outbox import OutFrame
 from gateway.presence import USER_ROOM, create_presence
 from gateway.protocol import DEFAULT_ROOM, Codec, ErrorCode, ProtocolError
@@ -35,12 +37,16 @@ class Hub:
         self.settings = settings
         self.codec = Codec(settings.max_message_bytes)
         self.broker = create_broker(settings.broker_url, self.deliver, settings.history_size)
-        self.presence = create_presence(settings.broker_url, settings.presence_ttl)
+        self.presence = create_presence(
+            settings.broker_url, settings.presence_ttl, settings.heartbeat_timeout
+        )
         self.limiter = MessageRateLimiter(settings.rate_limit, settings.broker_url)
         self.admission = Admission(settings)
         self.sessions: set[Session] = set()
         self._members: dict[str, set[Session]] = {}
         self._users: dict[str, set[Session]] = {}
+        self._claims: dict[Session, tuple[str, ...]] = {}
+        """The id keys each session with an unshared id claimed (:mod:`gateway.identity`)."""
         self._anonymous_ids = itertools.count(self._first_anonymous_id(settings))
         self._connection_ids = itertools.count(1)
         self._reaper: asyncio.Task[None] | None = None
@@ -120,8 +126,10 @@ class Hub:
     ) -> Disconnect | None:
         """Register a new connection and put it in the lobby, or say why it may not stay.
 
-        ``per_user_limit`` (0 = none) caps the user's connections over all workers. The one
-        await (presence, shared by the workers) comes before the checks, so the checks and the
+        An unshared id (``allow_duplicate`` false) is claimed on its skeletons, atomically over
+        the fleet (see :meth:`Presence.claim`): two look-alike ids never both connect.
+        ``per_user_limit`` (0 = none) caps the user's connections over all workers. The awaits
+        (presence, shared by the workers) come before the local checks, so those and the
         registration run without a suspension between them: exact within this worker.
         While the broker is known to be down it fails at once: every step needs Redis, and a
         hung one would make each of them wait out its timeout.
@@ -129,14 +137,17 @@ class Hub:
         if not self.broker.ready:
             return disconnect.SERVER_ERROR
         elsewhere = 0
-        if not allow_duplicate or per_user_limit:
-            try:
+        try:
+            if per_user_limit:
                 elsewhere = await self.presence.connections_of(session.user)
-            except BrokerUnavailable:
-                return disconnect.SERVER_ERROR
+            if not allow_duplicate:
+                keys = skeletons(session.user)
+                if not await self.presence.claim(keys, session.connection_id):
+                    return disconnect.DUPLICATE
+                self._claims[session] = keys
+        except BrokerUnavailable:
+            return disconnect.SERVER_ERROR
         here = len(self._users.get(session.user, ()))
-        if not allow_duplicate and (here or elsewhere):
-            return disconnect.DUPLICATE
         if per_user_limit and max(here, elsewhere) >= per_user_limit:
             return disconnect.CONNECTION_LIMIT
         if 0 < self.settings.max_connections <= len(self.sessions):
@@ -152,8 +163,18 @@ class Hub:
             return disconnect.SERVER_ERROR
         return None
 
-    async def detach(self, session: Session) -> None:
-        """Undo :meth:`attach`; safe to call for a half-attached session."""
+    async def detach(self, session: Session, released: Callable[[], None] | None = None) -> None:
+        """Undo :meth:`attach`; safe to call for a half-attached session.
+
+        The id goes first (its claim, its connection count): ``released`` is then called,
+        before the rooms are left, so the transport can let the client see its close complete
+        only once the same id may connect again.
+        """
+        try:
+            await self._release_identity(session)
+        finally:
+            if released is not None:
+                released()
         if session not in self.sessions:
             return
         self.sessions.discard(session)
@@ -163,12 +184,18 @@ class Hub:
                 await self.leave(session, room)
         with contextlib.suppress(BrokerUnavailable):
             await self._unsubscribe(user_channel(session.user), session)
-        await self.presence.remove(USER_ROOM, session.user, session.connection_id)
+
+    async def _release_identity(self, session: Session) -> None:
+        keys = self._claims.pop(session, None)
+        if keys is not None:
+            await self.presence.release(keys, session.connection_id)
         local = self._users.get(session.user)
-        if local is not None:
-            local.discard(session)
-            if not local:
-                del self._users[session.user]
+        if local is None or session not in local:
+            return
+        local.discard(session)
+        if not local:
+            del self._users[session.user]
+        await self.presence.remove(USER_ROOM, session.user, session.connection_id)
 
     async def join(self, session: Session, room: str) -> bool:
         if room in session.rooms:

@@ -15,11 +15,13 @@ from typing import Any, Final, TypeGuard
 
 ROOM_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 USER_PATTERN: Final = re.compile(
-    r"[^\x00-\x1f\x7f-\x9f/\\\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\ud800-\udfff]{1,64}"
+    r"[^\x00-\x1f\x7f-\x9f/\\\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ud800-\udfff]{1,64}"
 )
-"""Any printable name up to 64 characters, but no C0/C1 controls, no slashes, no invisible or
-bidirectional formatting characters (a name must look like what it is) and no lone surrogates
-(which JSON escapes can carry but UTF-8 cannot encode)."""
+"""Any printable name up to 64 characters, but no C0/C1 controls, no slashes, no line or
+paragraph separator, no invisible or bidirectional formatting characters (a name must look like
+what it is) and no lone surrogates (which JSON escapes can carry but UTF-8 cannot encode)."""
+LINE_BREAKS: Final = re.compile("[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+"""What starts a new line for some reader (``str.splitlines`` breaks on all of these)."""
 DEFAULT_ROOM: Final = "lobby"
 MAX_MESSAGE_ID: Final = 2**63
 """Ids are 64-bit sequence numbers (what Redis counters hold); a larger ``after`` is invalid."""
@@ -202,7 +204,17 @@ def error_event(error: ProtocolError) -> dict[str, Any]:
 
 
 def render_text(event: dict[str, Any]) -> str | None:
-    """The seed's plain-text rendering of a server event; ``None`` for events it never showed."""
+    """The seed's plain-text rendering of a server event, on one line; ``None`` for events it
+    never showed.
+
+    A text-format client reads a line as one event, so a line break inside the text (or an
+    id, a detail) would let a sender forge another user's line: each becomes a space.
+    """
+    rendered = _render_text(event)
+    return None if rendered is None else LINE_BREAKS.sub(" ", rendered)
+
+
+def _render_text(event: dict[str, Any]) -> str | None:
     kind = event["type"]
     if kind == "message":
         return f"{event['from']}: {event['text']}"

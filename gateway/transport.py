@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
@@ -17,6 +18,7 @@ from gateway import disconnect, logs, metrics, tracing
 from gateway.admission import Refusal, deny
 from gateway.disconnect import Disconnect
 from gateway.hub import Hub
+from gateway.identity import display_form, skeletons
 from gateway.outbox import ClientGone, Outbox, encode_text_frame
 from gateway.protocol import WireFormat, is_valid_user
 from gateway.session import Session
@@ -97,7 +99,11 @@ def _wire_format(websocket: WebSocket, default: WireFormat) -> WireFormat | None
 
 
 async def serve_connection(websocket: WebSocket, hub: Hub, user: str | None) -> None:
-    """Run one connection from handshake to the last cleanup; ``user=None`` is anonymous."""
+    """Run one connection from handshake to the last cleanup; ``user=None`` is anonymous.
+
+    ``user`` is the URL's id as given; from here on it is in its display form.
+    """
+    user = None if user is None else display_form(user)
     wire = _wire_format(websocket, WireFormat.TEXT if user is None else WireFormat.JSON)
     admitted = await hub.admission.admit(websocket, user)
     if isinstance(admitted, Refusal):
@@ -106,10 +112,13 @@ async def serve_connection(websocket: WebSocket, hub: Hub, user: str | None) -> 
     await websocket.accept(admitted.subprotocol)
     metrics.CONNECTIONS_OPENED.inc()
     tracing.detach_connection_span()
-    if wire is None or (user is not None and not is_valid_user(user)):
+    named = admitted.user
+    if wire is None or (named is not None and not (is_valid_user(named) and skeletons(named))):
         await _refuse(websocket, disconnect.POLICY)
         return
     sink = _sink_for(websocket)
+    if isinstance(sink, DirectSink):
+        sink.protocol.hold_close_reply = True
     outbox = Outbox(sink, wire, hub.settings.send_queue)
     session = Session(hub, admitted.user or hub.anonymous_user(), hub.connection_id(), wire, outbox)
     session.may_join = admitted.may_join
@@ -141,7 +150,7 @@ async def serve_connection(websocket: WebSocket, hub: Hub, user: str | None) -> 
     finally:
         if expiry is not None:
             expiry.cancel()
-        await hub.detach(session)
+        await hub.detach(session, _close_reply(sink))
         if not outbox.finished:
             session.close(ended)
             if (writer := outbox.writer) is not None:
@@ -152,6 +161,11 @@ async def serve_connection(websocket: WebSocket, hub: Hub, user: str | None) -> 
             "connection closed",
             extra={"reason": ended.reason, "code": ended.code, "detail": ended.detail},
         )
+
+
+def _close_reply(sink: DirectSink | AsgiSink) -> Callable[[], None] | None:
+    """What answers a client's close frame, held until the hub released the client's id."""
+    return sink.protocol.send_close_reply if isinstance(sink, DirectSink) else None
 
 
 def _track(hub: Hub, session: Session) -> None:

@@ -10,6 +10,8 @@ connection, no task), but reports a dead peer as an ordinary close. This subclas
   so one encoding of a broadcast serves every recipient without an ASGI round trip each;
 * corks a socket's second and later frames of one loop tick into one write (gateway/corking.py);
 * closes without waiting for a writable socket (a slow consumer's buffer may never drain);
+* holds the reply to a client's close frame (bounded) until the app released the client's id,
+  so a client that saw its close complete can reconnect with the same id at once;
 * forgets the handshake once the connection is accepted: the parsed request's and the
   response's headers, and the scope's header list (a connection lives for hours, idle);
 * replaces uvicorn's per-connection ``asyncio.Queue`` and ``asyncio.Event`` by equivalents that
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
     from uvicorn.server import ServerState
 
 EXTENSION = "gateway.transport"
+CLOSE_REPLY_HOLD = 2.0
+"""Longest a client's close frame waits for its reply while the app releases the id."""
 
 
 class _ClientFaultLog(logging.LoggerAdapter[logging.Logger]):
@@ -115,6 +119,9 @@ class Flag:
 
 class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     heartbeat_timed_out = False
+    hold_close_reply = False
+    """Set by the app: a client's close frame is answered by :meth:`send_close_reply`."""
+    _close_reply: asyncio.TimerHandle | None = None
     _raw_transport: asyncio.Transport
     _flusher: TickFlusher
     _corked: bytearray | None = None
@@ -253,6 +260,32 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     @property
     def gone(self) -> bool:
         return self.disconnected or self.close_sent or self._raw_transport.is_closing()
+
+    def handle_close(self, event: Any) -> None:
+        """uvicorn answers a client's close frame at once and only then tells the app, which
+        then releases the client's id: a client reconnecting as soon as its close completed
+        was refused as still connected. Here the app is told first and the answer (which the
+        websockets state machine already composed) waits for :meth:`send_close_reply`."""
+        if not self.hold_close_reply or self.close_sent or self.transport.is_closing():
+            super().handle_close(event)
+            return
+        close = self.conn.close_rcvd
+        assert close is not None
+        self.queue.put_nowait(
+            {"type": "websocket.disconnect", "code": close.code, "reason": close.reason}
+        )
+        self.close_sent = True
+        self._close_reply = self.loop.call_later(CLOSE_REPLY_HOLD, self.send_close_reply)
+
+    def send_close_reply(self) -> None:
+        """Answer the client's held close frame, if any, and close the connection."""
+        timer, self._close_reply = self._close_reply, None
+        if timer is None:
+            return
+        timer.cancel()
+        if not self._raw_transport.is_closing():
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.transport.close()
 
     def close_now(self, code: int, reason: str) -> None:
         """Send a close frame behind whatever is buffered; abort if the peer never answers."""

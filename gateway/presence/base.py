@@ -1,9 +1,15 @@
-"""Who is online where. Entries are per connection so one user's second tab does not vanish
-when the first closes, and so a crashed worker's entries can age out on their own."""
+"""Who is online where, and who holds which client id.
+
+Presence entries are per connection so one user's second tab does not vanish when the first
+closes, and so a crashed worker's entries can age out on their own. A claim reserves the keys
+of one id (:func:`gateway.identity.skeletons`) for one connection, atomically over every worker
+sharing the backend: the uniqueness of URL ids rests on it.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 
 class Presence(ABC):
@@ -26,3 +32,13 @@ class Presence(ABC):
     @abstractmethod
     async def connections_of(self, user: str) -> int:
         """Live connections of ``user`` anywhere (any room, any worker)."""
+
+    @abstractmethod
+    async def claim(self, keys: Sequence[str], connection_id: str) -> bool:
+        """Take every key for ``connection_id`` if no live claim holds any; raises
+        ``BrokerUnavailable`` when that cannot be known."""
+
+    @abstractmethod
+    async def release(self, keys: Sequence[str], connection_id: str) -> None:
+        """Give back the keys ``connection_id`` holds; never raises (a claim left behind
+        expires with its TTL)."""

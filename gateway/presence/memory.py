@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 
 from gateway.presence.base import Presence
 
@@ -12,6 +13,7 @@ USER_ROOM = "\x00user"
 class MemoryPresence(Presence):
     def __init__(self) -> None:
         self._rooms: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+        self._claims: dict[str, str] = {}
 
     async def add(self, room: str, user: str, connection_id: str) -> None:
         self._rooms[room][user].add(connection_id)
@@ -31,3 +33,15 @@ class MemoryPresence(Presence):
 
     async def connections_of(self, user: str) -> int:
         return len(self._rooms.get(USER_ROOM, {}).get(user, ()))
+
+    async def claim(self, keys: Sequence[str], connection_id: str) -> bool:
+        """Atomic in the process: nothing awaits between the check and the write."""
+        if any(self._claims.get(key, connection_id) != connection_id for key in keys):
+            return False
+        self._claims.update(dict.fromkeys(keys, connection_id))
+        return True
+
+    async def release(self, keys: Sequence[str], connection_id: str) -> None:
+        for key in keys:
+            if self._claims.get(key) == connection_id:
+                del self._claims[key]

@@ -8,6 +8,13 @@ agree. Readers drop expired members as they read.
 
 Writes never raise: the worker keeps its own entries and the next refresh writes them again,
 which also restores presence after Redis restarts empty. Reads raise ``BrokerUnavailable``.
+
+A claim is one key per skeleton of an id, set only if none of them is held (one script, so
+atomic over the fleet), holding a value unique to the worker and connection and expiring after
+``claim_ttl`` (the heartbeat timeout): a dead worker's ids are free again within it. The
+refresher renews every claim of the worker, and re-scores its presence entries, in one pipeline.
+Refreshes and removals take turns: a refresh that read an entry before it was removed must not
+write it back after the removal (it did, and the id stayed taken for a whole TTL).
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from gateway.broker import BrokerUnavailable
@@ -49,6 +58,39 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms)
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
 )
+CLAIM_SCRIPT = """
+for i = 1, #KEYS do
+  local holder = redis.call('GET', KEYS[i])
+  if holder and holder ~= ARGV[1] then return 0 end
+end
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
+end
+return 1
+"""
+RELEASE_SCRIPT = """
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
+end
+return #KEYS
+"""
+RENEW_SCRIPT = """
+local lost = 0
+for i = 1, #KEYS do
+  local holder = redis.call('GET', KEYS[i])
+  if holder == ARGV[i + 1] then
+    redis.call('PEXPIRE', KEYS[i], ARGV[1])
+  elseif not holder then
+    redis.call('SET', KEYS[i], ARGV[i + 1], 'PX', ARGV[1])
+  else
+    lost = lost + 1
+  end
+end
+return lost
+"""
+"""Renew each key still ours, restore one gone with Redis (a restart), leave another's alone."""
+CHUNK = 500
+"""Claims per script call in a refresh, so no call blocks Redis for long."""
 COUNT_SCRIPT = (
     _NOW_MS
     + """
@@ -59,14 +101,21 @@ return redis.call('ZCARD', KEYS[1])
 
 
 class RedisPresence(Presence):
-    def __init__(self, url: str, ttl: float = 15.0) -> None:
+    def __init__(self, url: str, ttl: float = 15.0, claim_ttl: float = 20.0) -> None:
         self.url, self.prefix = split_url(url)
         self.ttl_ms = max(int(ttl * 1000), 100)
-        self.refresh_interval = ttl / 3
+        self.claim_ttl_ms = max(int(claim_ttl * 1000), 300)
+        self.refresh_interval = min(self.ttl_ms, self.claim_ttl_ms) / 3000
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
         self._local: dict[str, set[str]] = {}
         """This worker's entries: key -> members, rewritten on every refresh."""
+        self._claims: dict[str, str] = {}
+        """This worker's claims: key -> holder, renewed on every refresh."""
+        self._token = secrets.token_hex(8)
+        """Tells this worker's holders from another's (connection ids repeat across workers)."""
+        self._turn = asyncio.Lock()
+        """Held by a refresh from its snapshot to its write, and by a removal's write."""
         self._refresher: asyncio.Task[None] | None = None
         self._failing = False
 
@@ -75,6 +124,13 @@ class RedisPresence(Presence):
 
     def user_key(self, user: str) -> str:
         return f"{self.prefix}:connections:{user}"
+
+    def claim_key(self, skeleton: str) -> str:
+        """One hash tag for every claim: a script takes several keys, in one cluster slot."""
+        return f"{self.prefix}:{{claims}}:{skeleton}"
+
+    def _holder(self, connection_id: str) -> str:
+        return f"{self._token}:{connection_id}"
 
     def _entries(self, room: str, user: str, connection_id: str) -> list[tuple[str, str]]:
         entries = [(self.room_key(room), f"{user}{SEPARATOR}{connection_id}")]
@@ -88,6 +144,9 @@ class RedisPresence(Presence):
             ("refresh", REFRESH_SCRIPT),
             ("members", MEMBERS_SCRIPT),
             ("count", COUNT_SCRIPT),
+            ("claim", CLAIM_SCRIPT),
+            ("release", RELEASE_SCRIPT),
+            ("renew", RENEW_SCRIPT),
         ):
             self._scripts[name] = self._client.register_script(source)
         self._refresher = asyncio.create_task(self._refresh_forever(), name="gateway-presence")
@@ -104,8 +163,11 @@ class RedisPresence(Presence):
                 async with self._client.pipeline(transaction=False) as pipe:
                     for key, members in self._local.items():
                         pipe.zrem(key, *members)
+                    for holder, keys in _by_holder(self._claims).items():
+                        await self._scripts["release"](keys=keys, args=[holder], client=pipe)
                     await pipe.execute()
         self._local.clear()
+        self._claims.clear()
         with contextlib.suppress(*UNAVAILABLE):
             await self._client.aclose()
 
@@ -126,12 +188,41 @@ class RedisPresence(Presence):
         if self._client is None:
             return
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
+            async with (
+                asyncio.timeout(COMMAND_TIMEOUT),
+                self._turn,
+                self._client.pipeline(transaction=False) as pipe,
+            ):
                 for key, member in entries:
                     pipe.zrem(key, member)
                 await pipe.execute()
         except UNAVAILABLE as error:
             log.debug("presence remove deferred to expiry: %s", error)
+
+    async def claim(self, keys: Sequence[str], connection_id: str) -> bool:
+        if self._client is None:
+            raise BrokerUnavailable("presence not started")
+        holder, claim_keys = self._holder(connection_id), [self.claim_key(k) for k in keys]
+        try:
+            taken = await self._scripts["claim"](keys=claim_keys, args=[holder, self.claim_ttl_ms])
+        except UNAVAILABLE as error:
+            raise BrokerUnavailable(f"presence: {error}") from error
+        if taken:
+            self._claims.update(dict.fromkeys(claim_keys, holder))
+        return bool(taken)
+
+    async def release(self, keys: Sequence[str], connection_id: str) -> None:
+        holder, claim_keys = self._holder(connection_id), [self.claim_key(k) for k in keys]
+        for key in claim_keys:
+            if self._claims.get(key) == holder:
+                del self._claims[key]
+        if self._client is None:
+            return
+        try:
+            async with asyncio.timeout(COMMAND_TIMEOUT), self._turn:
+                await self._scripts["release"](keys=claim_keys, args=[holder])
+        except UNAVAILABLE as error:
+            log.debug("claim release deferred to expiry: %s", error)
 
     async def online(self, room: str) -> list[str]:
         members = await self._read("members", self.room_key(room))
@@ -148,16 +239,21 @@ class RedisPresence(Presence):
         except UNAVAILABLE as error:
             raise BrokerUnavailable(f"presence: {error}") from error
 
-    async def _write(self, entries: dict[str, set[str]]) -> None:
-        """Score the members with a fresh expiry; a failure waits for the next refresh."""
-        if self._client is None or not entries:
+    async def _write(
+        self, entries: dict[str, set[str]], claims: dict[str, str] | None = None
+    ) -> None:
+        """Score the members (and renew the claims) with a fresh expiry, in one pipeline; a
+        failure waits for the next refresh."""
+        if self._client is None or not (entries or claims):
             return
-        refresh = self._scripts["refresh"]
+        refresh, renew = self._scripts["refresh"], self._scripts["renew"]
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 for key, members in entries.items():
                     await refresh(keys=[key], args=[self.ttl_ms, *members], client=pipe)
-                await pipe.execute()
+                for keys, holders in _chunks(claims or {}):
+                    await renew(keys=keys, args=[self.claim_ttl_ms, *holders], client=pipe)
+                results = await pipe.execute()
         except UNAVAILABLE as error:
             if not self._failing:
                 log.warning(
@@ -170,8 +266,31 @@ class RedisPresence(Presence):
         if self._failing:
             log.info("presence refresh restored")
         self._failing = False
+        lost = sum(int(result) for result in results[len(entries) :])
+        if lost:
+            log.warning("%d client id claims were taken over after expiring unrenewed", lost)
+
+    async def refresh(self) -> None:
+        """Rewrite this worker's entries and renew its claims, as they are now."""
+        async with self._turn:
+            entries = {key: set(members) for key, members in self._local.items()}
+            await self._write(entries, dict(self._claims))
 
     async def _refresh_forever(self) -> None:
         while True:
             await asyncio.sleep(self.refresh_interval)
-            await self._write({key: set(members) for key, members in self._local.items()})
+            await self.refresh()
+
+
+def _chunks(claims: dict[str, str]) -> Iterator[tuple[list[str], list[str]]]:
+    items = list(claims.items())
+    for first in range(0, len(items), CHUNK):
+        chunk = items[first : first + CHUNK]
+        yield [key for key, _ in chunk], [holder for _, holder in chunk]
+
+
+def _by_holder(claims: dict[str, str]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for key, holder in claims.items():
+        grouped.setdefault(holder, []).append(key)
+    return grouped
