@@ -26,25 +26,39 @@ from gateway import metrics
 
 MAX_BODY_BYTES: Final = 64 * 1024
 
-CONTENT_SECURITY_POLICY: Final = "; ".join(
-    (
-        "default-src 'self'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "connect-src 'self'",
-        "img-src 'self' data:",
-        "font-src 'self'",
-        "object-src 'none'",
-        "base-uri 'none'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
+
+def content_security_policy(*style_hashes: str) -> str:
+    """``data:`` images only: the page's empty favicon and Swagger UI's icons. ``'self'`` in
+    ``connect-src`` covers the page's WebSocket to its own host (CSP Level 3). ``style_hashes``
+    admit exactly those inline ``<style>`` texts (ReDoc's, see :data:`REDOC_STYLE_HASHES`)."""
+    styles = " ".join(("style-src 'self'", *(f"'sha256-{digest}'" for digest in style_hashes)))
+    return "; ".join(
+        (
+            "default-src 'self'",
+            "script-src 'self'",
+            styles,
+            "connect-src 'self'",
+            "img-src 'self' data:",
+            "font-src 'self'",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        )
     )
+
+
+REDOC_STYLE_HASHES: Final = (
+    "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
+    "QMIg+bpjm3JdElJ388KYke01izlUW0UoNOeKjpMxdgc=",
 )
-"""``data:`` images only: the page's empty favicon and Swagger UI's icons. ``'self'`` in
-``connect-src`` covers the page's WebSocket to its own host (CSP Level 3)."""
+"""ReDoc's bundle (styled-components) writes ``<style>`` elements: empty ones it then fills
+through the CSSOM (which the policy does not govern), and one fixed stylesheet. Their SHA-256
+lets exactly those in; a ReDoc upgrade that changes them shows in tests/browser/test_csp.py."""
+
 
 SECURITY_HEADERS: Final = (
-    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"content-security-policy", content_security_policy().encode()),
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
