@@ -37,6 +37,7 @@ from gateway.auth import (
     install_log_redaction,
     token_from,
 )
+from gateway.httpguard import SECURITY_HEADER_MAP
 from gateway.settings import DEFAULT_PORTS, RateLimit, Settings, canonical_origin
 
 if TYPE_CHECKING:
@@ -199,7 +200,8 @@ async def deny(websocket: WebSocket, refusal: Refusal) -> None:
         },
     )
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        response = PlainTextResponse(refusal.detail, refusal.status, headers=dict(refusal.headers))
+        headers = {**SECURITY_HEADER_MAP, **refusal.headers}
+        response = PlainTextResponse(refusal.detail, refusal.status, headers=headers)
         await websocket.send_denial_response(response)
     else:
         await websocket.close(1008, refusal.detail)

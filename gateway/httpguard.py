@@ -63,6 +63,9 @@ SECURITY_HEADERS: Final = (
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
 )
+SECURITY_HEADER_MAP: Final = {name.decode(): value.decode() for name, value in SECURITY_HEADERS}
+"""The same, for a Starlette response (a WebSocket handshake's refusal)."""
+
 _PRESENCE = re.compile(r"^/api/rooms/[^/]+/presence$")
 
 

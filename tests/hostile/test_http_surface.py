@@ -15,7 +15,7 @@ import httpx
 import jwt
 import pytest
 
-from tests.security.helpers import OTHER_SECRET, SECRET, bystander, claims, sign, token
+from tests.security.helpers import OTHER_SECRET, SECRET, bystander, claims, refused, sign, token
 from tests.support.clients import of_type, recv_until
 from tests.support.servers import GatewayProcess, scaled, start_gateway
 
@@ -87,6 +87,14 @@ def test_every_answer_carries_the_security_headers(server: GatewayProcess) -> No
     for response, status in answers:
         assert response.status_code == status, (response.request.url, response.text)
         assert_protected(response)
+
+
+async def test_a_refused_websocket_handshake_carries_them_too(server: GatewayProcess) -> None:
+    status, _, headers = await refused(server.ws_url("/ws/mallory"), origin="http://evil.example")
+    assert status == 403
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["referrer-policy"] == "no-referrer"
 
 
 class Page(HTMLParser):
