@@ -18,6 +18,7 @@ from __future__ import annotations
 import hmac
 import json
 import re
+from enum import Enum
 from typing import Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -25,6 +26,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway import metrics
 
 MAX_BODY_BYTES: Final = 64 * 1024
+
+
+class Unread(Enum):
+    """Why :meth:`HttpGuard._read_capped` has no body to hand on."""
+
+    TOO_LARGE = "too large"
+    GONE = "client gone"
 
 
 def content_security_policy(*style_hashes: str) -> str:
@@ -119,23 +127,25 @@ class HttpGuard:
             await refuse(send, 413, f"request body over {self.max_body} bytes", "too_large")
             return
         body = await self._read_capped(receive)
-        if body is None:
+        if body is Unread.TOO_LARGE:
             await refuse(send, 413, f"request body over {self.max_body} bytes", "too_large")
-            return
-        await self.app(scope, _replay(body, receive), send)
+        elif isinstance(body, bytes):
+            await self.app(scope, _replay(body, receive), send)
 
-    async def _read_capped(self, receive: Receive) -> bytes | None:
-        """The whole body, or ``None`` as soon as it passes the cap (the rest is never read)."""
+    async def _read_capped(self, receive: Receive) -> bytes | Unread:
+        """The whole body; ``TOO_LARGE`` as soon as it passes the cap (the rest is never
+        read); ``GONE`` if the client left mid-body (a truncated body must not be acted
+        on as if it were whole)."""
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                return b"".join(chunks)
+                return Unread.GONE
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
-                return None
+                return Unread.TOO_LARGE
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)

@@ -127,3 +127,30 @@ def test_a_body_of_exactly_64_kib_is_read(keyed: GatewayProcess) -> None:
         timeout=scaled(5),
     )
     assert response.status_code == 422, response.text
+
+
+async def test_a_body_cut_short_is_not_acted_on(keyed: GatewayProcess) -> None:
+    """A client that leaves mid-body: what arrived must not pass for the whole request."""
+    cut = f"cut short {uuid.uuid4().hex[:8]}"
+    after = f"after {uuid.uuid4().hex[:8]}"
+    piece = json.dumps({"text": cut}).encode()
+    head = (
+        f"POST {PUBLISH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {API_KEY}\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    async with bystander(keyed, f"/ws/watcher-{uuid.uuid4().hex[:8]}") as ws:
+        _, writer = await asyncio.open_connection("127.0.0.1", keyed.port)
+        writer.write(head.encode() + f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        response = httpx.post(
+            keyed.base_url + PUBLISH,
+            json={"text": after},
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            timeout=scaled(5),
+        )
+        assert response.status_code == 202
+        _, seen = await recv_until(ws, of_type("message", text=after))
+        await chat_once(ws)
+    assert all(event.get("text") != cut for event in seen), "a truncated body was published"
