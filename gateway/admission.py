@@ -38,6 +38,7 @@ from gateway.auth import (
     token_from,
 )
 from gateway.identity import RESERVED_PREFIX, display_form, is_reserved
+from gateway.httpguard import SECURITY_HEADER_MAP
 from gateway.settings import DEFAULT_PORTS, RateLimit, Settings, canonical_origin
 
 if TYPE_CHECKING:
@@ -203,7 +204,8 @@ async def deny(websocket: WebSocket, refusal: Refusal) -> None:
         },
     )
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        response = PlainTextResponse(refusal.detail, refusal.status, headers=dict(refusal.headers))
+        headers = {**SECURITY_HEADER_MAP, **refusal.headers}
+        response = PlainTextResponse(refusal.detail, refusal.status, headers=headers)
         await websocket.send_denial_response(response)
     else:
         await websocket.close(1008, refusal.detail)

@@ -8,12 +8,16 @@ WebSocket routed there keeps the router, middleware and exception-wrapper corout
 ``AsyncExitStack``s) suspended for the connection's whole life, about 11 KiB per idle
 connection, for nothing the chat uses. :class:`GatewayApp` matches those two paths with
 Starlette's own route matching and calls the connection handler directly; every other scope
-(HTTP, lifespan, any other WebSocket path, which FastAPI refuses as before) is FastAPI's.
+(HTTP, lifespan, any other WebSocket path, which FastAPI refuses as before) is FastAPI's;
+HTTP goes through :class:`gateway.httpguard.HttpGuard` first (headers, bodies refused unread).
+
+``/docs``, ``/redoc`` and ``/openapi.json`` exist only with ``GATEWAY_API_DOCS``; their
+scripts and styles are served from here (``fastapi-offline`` ships Swagger UI and ReDoc), as
+the Content-Security-Policy requires.
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
@@ -28,13 +32,21 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import __version__, tracing
 from gateway import metrics as gateway_metrics
+from gateway.auth import Authenticator, TokenError
 from gateway.broker import BrokerUnavailable
+from gateway.httpguard import (
+    REDOC_STYLE_HASHES,
+    HttpGuard,
+    api_key_refusal,
+    content_security_policy,
+)
 from gateway.hub import Hub
 from gateway.protocol import ProtocolError, is_valid_room, is_valid_user
 from gateway.settings import Settings, load_settings
 from gateway.transport import serve_connection
 
 STATIC_DIR = files("gateway") / "static"
+DOCS_DIR = files("gateway") / "apidocs"
 
 
 class GatewayApp(FastAPI):
@@ -43,8 +55,12 @@ class GatewayApp(FastAPI):
     direct_websockets: tuple[WebSocketRoute, ...] = ()
     """Matched as Starlette's router would match them, before FastAPI sees the scope; the
     endpoint gets the ``WebSocket`` (path parameters in ``websocket.path_params``)."""
+    http_guard: HttpGuard | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.http_guard is not None:
+            await self.http_guard(scope, receive, send)
+            return
         if scope["type"] == "websocket":
             for route in self.direct_websockets:
                 match, child_scope = route.matches(scope)
@@ -53,6 +69,10 @@ class GatewayApp(FastAPI):
                     with tracing.connection_span(scope, route.path):
                         await route.endpoint(WebSocket(scope, receive, send))
                     return
+        await super().__call__(scope, receive, send)
+
+    async def serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """What the guard hands a request it lets through."""
         await super().__call__(scope, receive, send)
 
 
@@ -77,7 +97,15 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
             await hub.aclose()
             tracing.flush()
 
-    app = GatewayApp(title="gateway", version=__version__, lifespan=lifespan, docs_url=None)
+    app = GatewayApp(
+        title="gateway",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if settings.api_docs else None,
+    )
+    app.http_guard = HttpGuard(app.serve_http, settings.api_key)
     app.state.hub = hub
     if tracing_config.enabled:
         tracing.instrument(app)
@@ -108,7 +136,30 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
         body, content_type = gateway_metrics.exposition()
         return Response(body, media_type=content_type)
 
-    @app.get("/api/rooms/{room}/presence")
+    if settings.api_docs:
+        _serve_docs(app)
+
+    authenticator = (
+        Authenticator(settings.auth_secret, settings.auth_leeway) if settings.auth_secret else None
+    )
+
+    def presence_reader(room: str, authorization: str = Header("")) -> None:
+        """With auth on, the API key or a JWT granting the room (as the chat would to join)."""
+        if authenticator is None or api_key_refusal(settings.api_key, authorization) is None:
+            return
+        scheme, _, token = authorization.partition(" ")
+        try:
+            if scheme.lower() == "bearer" and authenticator.verify(token).may_join(room):
+                return
+        except TokenError:
+            pass
+        raise HTTPException(
+            401,
+            "presence needs the API key or a token for the room",
+            {"WWW-Authenticate": "Bearer"},
+        )
+
+    @app.get("/api/rooms/{room}/presence", dependencies=[Depends(presence_reader)])
     async def presence(room: str) -> dict[str, Any]:
         _require_room(room)
         try:
@@ -130,7 +181,7 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
         if not is_valid_user(body.sender):
             raise HTTPException(422, {"code": "invalid", "detail": "invalid sender"})
         try:
-            envelope = await hub.publish_message(room, body.sender, checked)
+            envelope = await hub.publish_message(room, body.sender, checked, source="api")
         except BrokerUnavailable:
             raise HTTPException(503, "broker unavailable; nothing was published") from None
         return {"id": envelope.event["id"], "room": room}
@@ -148,14 +199,43 @@ def _require_room(room: str) -> None:
 
 
 def _require_api_key(settings: Settings, authorization: str) -> None:
-    if not settings.api_key:
-        raise HTTPException(404, "publish API is off: set GATEWAY_API_KEY")
-    scheme, _, key = authorization.partition(" ")
-    valid = scheme.lower() == "bearer" and hmac.compare_digest(
-        key.encode(), settings.api_key.encode()
-    )
-    if not valid:
-        raise HTTPException(401, "bad API key", headers={"WWW-Authenticate": "Bearer"})
+    refusal = api_key_refusal(settings.api_key, authorization)
+    if refusal is not None:
+        status, detail = refusal
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        raise HTTPException(status, detail, headers=headers)
+
+
+REDOC_LOGO = b'src:"https://cdn.redoc.ly/redoc/logo-mini.svg"'
+
+
+def _redoc_bundle() -> bytes:
+    """ReDoc's bundle without its one outside fetch: the footer's Redocly logo, from their CDN.
+    ``data:,`` fails to decode and the logo removes itself, as it would offline."""
+    bundle = (files("fastapi_offline") / "static" / "redoc.standalone.js").read_bytes()
+    return bundle.replace(REDOC_LOGO, b'src:"data:,"')
+
+
+def _serve_docs(app: FastAPI) -> None:
+    """Swagger UI and ReDoc, each page's scripts and styles from here (see the module doc)."""
+    redoc_policy = {"Content-Security-Policy": content_security_policy(*REDOC_STYLE_HASHES)}
+    redoc_bundle = _redoc_bundle()
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger() -> Response:
+        return FileResponse(str(DOCS_DIR / "swagger.html"), media_type="text/html")
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> Response:
+        page = str(DOCS_DIR / "redoc.html")
+        return FileResponse(page, media_type="text/html", headers=redoc_policy)
+
+    @app.get("/docs-assets/redoc.standalone.js", include_in_schema=False)
+    async def redoc_script() -> Response:
+        return Response(redoc_bundle, media_type="text/javascript")
+
+    assets = StaticFiles(directory=str(DOCS_DIR), packages=[("fastapi_offline", "static")])
+    app.mount("/docs-assets", assets, name="docs-assets")
 
 
 def __getattr__(name: str) -> Any:

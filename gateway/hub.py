@@ -261,9 +261,14 @@ class Hub:
 
     # Publications
 
-    async def publish_message(self, room: str, sender: str, text: str) -> Envelope:
-        """Assign the next id in ``room`` and fan out; raises BrokerUnavailable, sending nothing."""
+    async def publish_message(
+        self, room: str, sender: str, text: str, source: str | None = None
+    ) -> Envelope:
+        """Assign the next id in ``room`` and fan out; raises BrokerUnavailable, sending nothing.
+        ``source`` (``"api"``) tells clients a message did not come from a user's connection."""
         event = {"type": "message", "id": "", "room": room, "from": sender, "text": text}
+        if source is not None:
+            event["source"] = source
         envelope = await tracing.publish(
             self.broker, self._envelope(room_channel(room), event), keep=True
         )

@@ -40,6 +40,7 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 REJECT_REASONS = ("rate_limited", "too_large", "invalid", "forbidden")
 REFUSE_REASONS = ("rate_limited", "origin", "unauthorized", "forbidden")
+HTTP_REFUSE_REASONS = ("unauthorized", "api_off", "too_large")
 
 CONNECTIONS = Gauge(
     "gateway_connections", "Open WebSocket connections.", multiprocess_mode="livesum"
@@ -51,6 +52,11 @@ CONNECTIONS_CLOSED = Counter(
 CONNECTIONS_REFUSED = Counter(
     "gateway_connections_refused",
     "WebSocket handshakes answered with an HTTP error instead of the upgrade, by reason.",
+    ["reason"],
+)
+HTTP_REFUSED = Counter(
+    "gateway_http_requests_refused",
+    "HTTP requests answered before their body was read (401, 404, 413), by reason.",
     ["reason"],
 )
 MESSAGES_RECEIVED = Counter("gateway_messages_received", "Chat messages accepted from clients.")
@@ -90,6 +96,8 @@ for _reason in REJECT_REASONS:
     MESSAGES_REJECTED.labels(_reason)
 for _reason in REFUSE_REASONS:
     CONNECTIONS_REFUSED.labels(_reason)
+for _reason in HTTP_REFUSE_REASONS:
+    HTTP_REFUSED.labels(_reason)
 
 _LIVE_FILE = re.compile(r"^gauge_livesum_(\d+)\.db$")
 

@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     workers: int = Field(0, ge=0)
     """gunicorn workers; 0 = one per CPU with a shared broker, else 1."""
     api_key: str = Field("", repr=False)
+    api_docs: bool = False
+    """Serve ``/docs``, ``/redoc`` and ``/openapi.json`` (off: the API shape is not advertised)."""
     max_rooms_per_connection: int = Field(32, ge=1)
     max_connections: int = Field(50_000, ge=0)
     """Connections per worker (0 = no limit); beyond it a connection is closed with 1013."""

@@ -36,10 +36,13 @@ function line(doc, classes, ts, who, text) {
   return item;
 }
 
-/** A room message: <li class="msg" data-id data-from> time, sender, text. */
+/** A room message: <li class="msg" data-id data-from> time, sender, text; class "api" when the
+ * server's publish API sent it (`source: "api"`), so it never passes for a user's. */
 export function renderMessage(doc, msg, me, epoch = 0) {
-  const mine = msg.from === me;
-  const item = line(doc, mine ? "msg mine" : "msg", msg.ts, msg.from ?? "?", msg.text ?? "");
+  const api = msg.source === "api";
+  const mine = msg.from === me && !api;
+  const classes = api ? "msg api" : mine ? "msg mine" : "msg";
+  const item = line(doc, classes, msg.ts, msg.from ?? "?", msg.text ?? "");
   item.setAttribute("data-id", String(msg.id));
   item.setAttribute("data-epoch", String(epoch));
   item.setAttribute("data-from", String(msg.from ?? ""));

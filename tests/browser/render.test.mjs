@@ -163,6 +163,13 @@ describe("render: hostile names and texts stay text", () => {
     assertOnlyText(el(fakeDocument, "span", "", HOSTILE_TEXT), HOSTILE_TEXT);
   });
 
+  it("marks a message from the publish API, even under the viewer's own name", () => {
+    const api = renderMessage(fakeDocument, { id: 2, from: "me", text: "hi", source: "api" }, "me");
+    assert.equal(api.className, "msg api");
+    const user = renderMessage(fakeDocument, { id: 3, from: "me", text: "hi" }, "me");
+    assert.equal(user.className, "msg mine");
+  });
+
   it("shows missing fields without crashing", () => {
     const item = renderMessage(fakeDocument, { id: 1, room: "r" }, "me");
     assert.equal(item.children[1].textContent, "?");

@@ -30,6 +30,12 @@ def pair(redis_url: str) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:
         yield first, second
 
 
+def online(server: GatewayProcess, room: str) -> list[str]:
+    """With auth on, reading presence takes a token too (SPEC, Hardening: HTTP)."""
+    headers = {"Authorization": f"Bearer {token('observer')}"}
+    return list(server.get(f"/api/rooms/{room}/presence", headers=headers).json()["online"])
+
+
 async def joined(server: GatewayProcess, user: str) -> ClientConnection:
     ws = await open_ws(server.ws_url(f"/ws/{user}?token={token(user)}"))
     await recv_until(ws, of_type("joined"))
@@ -58,7 +64,7 @@ async def test_connection_limit_per_user_counts_every_worker(
     first, second = pair
     here, there = await joined(first, "pavel"), await joined(second, "pavel")
     wait_until(
-        lambda: "pavel" in first.get("/api/rooms/lobby/presence").json()["online"],
+        lambda: "pavel" in online(first, "lobby"),
         5,
         "presence of pavel",
     )
