@@ -13,7 +13,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     return {
         "loop": "uvloop",
         "http": "httptools",
-        "ws": GatewayWebSocketProtocol.configured(settings.socket_send_buffer),
+        "ws": GatewayWebSocketProtocol.configured(settings.socket_send_buffer, settings.send_queue),
         "ws_max_size": settings.max_frame_bytes,
         "ws_ping_interval": settings.heartbeat_interval,
         "ws_ping_timeout": settings.heartbeat_timeout,

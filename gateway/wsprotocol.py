@@ -9,7 +9,10 @@ connection, no task), but reports a dead peer as an ordinary close. This subclas
 * lets the app write a pre-encoded frame straight to the transport: a server frame is unmasked,
   so one encoding of a broadcast serves every recipient without an ASGI round trip each;
 * corks a socket's second and later frames of one loop tick into one write (gateway/corking.py);
-* closes without waiting for a writable socket (a slow consumer's buffer may never drain);
+* closes without waiting for a writable socket (a slow consumer's buffer may never drain), and
+  aborts a close that the peer's unread buffer would hold forever;
+* counts the pongs it owes a peer that does not read against the send queue: past it the peer
+  is a slow consumer (1013), so a ping flood cannot grow the server's buffers;
 * forgets the handshake once the connection is accepted: the parsed request's and the
   response's headers, and the scope's header list (a connection lives for hours, idle);
 * replaces uvicorn's per-connection ``asyncio.Queue`` and ``asyncio.Event`` by equivalents that
@@ -30,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from gateway.corking import CORK_LIMIT, FlushingTransport, TickFlusher, flusher_for
+from gateway.disconnect import SLOW_CONSUMER
 
 if TYPE_CHECKING:
     from uvicorn._types import ASGIReceiveEvent
@@ -37,6 +41,8 @@ if TYPE_CHECKING:
     from uvicorn.server import ServerState
 
 EXTENSION = "gateway.transport"
+PONG = b"\x8a"
+"""First byte of a server pong (FIN, opcode 0xA, unmasked): websockets queues one per ping."""
 
 
 class _ClientFaultLog(logging.LoggerAdapter[logging.Logger]):
@@ -115,6 +121,11 @@ class Flag:
 
 class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     heartbeat_timed_out = False
+    slow_consumer = False
+    """Set when the peer's unanswered pings overflowed the send queue (closed with 1013)."""
+    send_queue = 1000
+    """Pongs a peer may be owed while its socket is not writable (``GATEWAY_SEND_QUEUE``)."""
+    _pongs_held = 0
     _raw_transport: asyncio.Transport
     _flusher: TickFlusher
     _corked: bytearray | None = None
@@ -143,8 +154,11 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         self.writable.set()
 
     @classmethod
-    def configured(cls, send_buffer_bytes: int) -> type[GatewayWebSocketProtocol]:
-        return type(cls.__name__, (cls,), {"send_buffer_bytes": send_buffer_bytes})
+    def configured(
+        cls, send_buffer_bytes: int, send_queue: int = 1000
+    ) -> type[GatewayWebSocketProtocol]:
+        attributes = {"send_buffer_bytes": send_buffer_bytes, "send_queue": send_queue}
+        return type(cls.__name__, (cls,), attributes)
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -172,6 +186,42 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     def keepalive_timeout(self) -> None:
         self.heartbeat_timed_out = True
         super().keepalive_timeout()
+        self._abort_later()
+
+    def handle_close(self, event: Any) -> None:
+        super().handle_close(event)
+        self._abort_later()
+
+    def _abort_later(self) -> None:
+        """``transport.close()`` waits for the write buffer to drain, which a peer that does
+        not read never lets happen: the socket would stay open for good."""
+        if self.close_timer is None and not self.disconnected and self.transport.is_closing():
+            self.close_timer = self.loop.call_later(self.close_timeout, self._raw_transport.abort)
+
+    def handle_ping(self) -> None:
+        """Answer a ping unless the peer owes us reading: pongs to a socket that is not
+        writable count against the send queue, and past it the peer is a slow consumer; after
+        our close, pings get no answer (websockets would still queue one per ping)."""
+        frames = self.conn.data_to_send()
+        if not self.close_sent and not self.writable.is_set():
+            self._pongs_held += sum(1 for frame in frames if frame[:1] == PONG)
+            if self._pongs_held > self.send_queue:
+                self.slow_consumer = True
+                self._write_all(frame for frame in frames if frame[:1] != PONG)
+                self.close_now(SLOW_CONSUMER.code, SLOW_CONSUMER.detail)
+                return
+        elif self.close_sent:
+            frames = [frame for frame in frames if frame[:1] != PONG]
+        self._write_all(frames)
+
+    def _write_all(self, frames: Any) -> None:
+        data = b"".join(frames)
+        if data:
+            self.transport.write(data)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._pongs_held = 0
 
     def data_received(self, data: bytes) -> None:
         """uvicorn never flushes the HTTP error the websockets parser answers a malformed
