@@ -184,8 +184,12 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             self.ping_timer = self.loop.call_later(first, self.send_keepalive_ping)
 
     def keepalive_timeout(self) -> None:
+        """Tell the app at once: uvicorn only does when the connection is lost, which a peer
+        that does not read delays until the close below is aborted."""
         self.heartbeat_timed_out = True
         super().keepalive_timeout()
+        if self.close_sent and not self.disconnected:
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": 1011})
         self._abort_later()
 
     def handle_close(self, event: Any) -> None:
