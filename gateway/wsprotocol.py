@@ -126,6 +126,9 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     send_queue = 1000
     """Pongs a peer may be owed while its socket is not writable (``GATEWAY_SEND_QUEUE``)."""
     _pongs_held = 0
+    handshake_deadline: asyncio.TimerHandle | None = None
+    """``GATEWAY_HANDSHAKE_TIMEOUT``'s timer, handed over by the HTTP protocol at the upgrade
+    (gateway/handshake.py) and dropped at the accept or refusal."""
     _raw_transport: asyncio.Transport
     _flusher: TickFlusher
     _corked: bytearray | None = None
@@ -256,6 +259,17 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             self.handshake_complete = True
         elif message["type"] == "websocket.accept" and self.handshake_complete:
             self._forget_handshake()
+        if self.handshake_complete:
+            self.drop_handshake_deadline()
+
+    def drop_handshake_deadline(self) -> None:
+        if self.handshake_deadline is not None:
+            self.handshake_deadline.cancel()
+            del self.handshake_deadline
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.drop_handshake_deadline()
+        super().connection_lost(exc)
 
     def _forget_handshake(self) -> None:
         """Drop what only the handshake needed, about 2 KiB per connection.
