@@ -216,6 +216,9 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
                 self.slow_consumer = True
                 self._write_all(frame for frame in frames if frame[:1] != PONG)
                 self.close_now(SLOW_CONSUMER.code, SLOW_CONSUMER.detail)
+                # Nothing it sends matters now; reading on would only burn CPU on its flood
+                # until close_timeout aborts the connection.
+                self._raw_transport.pause_reading()
                 return
         elif self.close_sent:
             frames = [frame for frame in frames if frame[:1] != PONG]
