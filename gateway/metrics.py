@@ -39,7 +39,14 @@ log = logging.getLogger("gateway.metrics")
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 REJECT_REASONS = ("rate_limited", "too_large", "invalid", "forbidden")
-REFUSE_REASONS = ("rate_limited", "origin", "unauthorized", "forbidden")
+REFUSE_REASONS = (
+    "rate_limited",
+    "origin",
+    "unauthorized",
+    "forbidden",
+    "handshake_timeout",
+    "over_capacity",
+)
 HTTP_REFUSE_REASONS = ("unauthorized", "api_off", "too_large")
 
 CONNECTIONS = Gauge(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.handshake import GatewayHttpProtocol
 from gateway.settings import Settings
 from gateway.wsprotocol import GatewayWebSocketProtocol
 
@@ -12,8 +13,10 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """uvicorn ``Config`` keywords that carry the gateway's settings down to the protocol layer."""
     return {
         "loop": "uvloop",
-        "http": "httptools",
-        "ws": GatewayWebSocketProtocol.configured(settings.socket_send_buffer),
+        "http": GatewayHttpProtocol.configured(
+            settings.handshake_timeout, settings.max_connections
+        ),
+        "ws": GatewayWebSocketProtocol.configured(settings.socket_send_buffer, settings.send_queue),
         "ws_max_size": settings.max_frame_bytes,
         "ws_ping_interval": settings.heartbeat_interval,
         "ws_ping_timeout": settings.heartbeat_timeout,

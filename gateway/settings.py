@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     max_rooms_per_connection: int = Field(32, ge=1)
     max_connections: int = Field(50_000, ge=0)
     """Connections per worker (0 = no limit); beyond it a connection is closed with 1013."""
+    handshake_timeout: float = Field(10.0, gt=0)
+    """Seconds a TCP connection has to complete its HTTP request or WebSocket upgrade."""
     max_connections_per_user: int = Field(10, ge=0)
     """Connections of one authenticated user, over all workers (0 = no limit)."""
     connect_rate_limit: Annotated[RateLimit, NoDecode] = RateLimit(0, 0)

@@ -206,6 +206,8 @@ def _why_closed(websocket: WebSocket, session: Session, code: int) -> Disconnect
     if isinstance(protocol, GatewayWebSocketProtocol):
         if protocol.heartbeat_timed_out:
             return disconnect.HEARTBEAT_TIMEOUT
+        if protocol.slow_consumer:
+            return disconnect.SLOW_CONSUMER
         if protocol.conn.close_rcvd_then_sent:
             return disconnect.CLIENT  # the peer closed first: its code (even 1011) is its own
     return disconnect.from_peer_close(code)

@@ -9,7 +9,10 @@ connection, no task), but reports a dead peer as an ordinary close. This subclas
 * lets the app write a pre-encoded frame straight to the transport: a server frame is unmasked,
   so one encoding of a broadcast serves every recipient without an ASGI round trip each;
 * corks a socket's second and later frames of one loop tick into one write (gateway/corking.py);
-* closes without waiting for a writable socket (a slow consumer's buffer may never drain);
+* closes without waiting for a writable socket (a slow consumer's buffer may never drain), and
+  aborts a close that the peer's unread buffer would hold forever;
+* counts the pongs it owes a peer that does not read against the send queue: past it the peer
+  is a slow consumer (1013), so a ping flood cannot grow the server's buffers;
 * holds the reply to a client's close frame (bounded) until the app released the client's id,
   so a client that saw its close complete can reconnect with the same id at once;
 * forgets the handshake once the connection is accepted: the parsed request's and the
@@ -32,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from gateway.corking import CORK_LIMIT, FlushingTransport, TickFlusher, flusher_for
+from gateway.disconnect import SLOW_CONSUMER
 
 if TYPE_CHECKING:
     from uvicorn._types import ASGIReceiveEvent
@@ -41,6 +45,8 @@ if TYPE_CHECKING:
 EXTENSION = "gateway.transport"
 CLOSE_REPLY_HOLD = 2.0
 """Longest a client's close frame waits for its reply while the app releases the id."""
+PONG = b"\x8a"
+"""First byte of a server pong (FIN, opcode 0xA, unmasked): websockets queues one per ping."""
 
 
 class _ClientFaultLog(logging.LoggerAdapter[logging.Logger]):
@@ -122,6 +128,14 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     hold_close_reply = False
     """Set by the app: a client's close frame is answered by :meth:`send_close_reply`."""
     _close_reply: asyncio.TimerHandle | None = None
+    slow_consumer = False
+    """Set when the peer's unanswered pings overflowed the send queue (closed with 1013)."""
+    send_queue = 1000
+    """Pongs a peer may be owed while its socket is not writable (``GATEWAY_SEND_QUEUE``)."""
+    _pongs_held = 0
+    handshake_deadline: asyncio.TimerHandle | None = None
+    """``GATEWAY_HANDSHAKE_TIMEOUT``'s timer, handed over by the HTTP protocol at the upgrade
+    (gateway/handshake.py) and dropped at the accept or refusal."""
     _raw_transport: asyncio.Transport
     _flusher: TickFlusher
     _corked: bytearray | None = None
@@ -150,8 +164,11 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         self.writable.set()
 
     @classmethod
-    def configured(cls, send_buffer_bytes: int) -> type[GatewayWebSocketProtocol]:
-        return type(cls.__name__, (cls,), {"send_buffer_bytes": send_buffer_bytes})
+    def configured(
+        cls, send_buffer_bytes: int, send_queue: int = 1000
+    ) -> type[GatewayWebSocketProtocol]:
+        attributes = {"send_buffer_bytes": send_buffer_bytes, "send_queue": send_queue}
+        return type(cls.__name__, (cls,), attributes)
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -177,8 +194,47 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             self.ping_timer = self.loop.call_later(first, self.send_keepalive_ping)
 
     def keepalive_timeout(self) -> None:
+        """Tell the app at once: uvicorn only does when the connection is lost, which a peer
+        that does not read delays until the close below is aborted."""
         self.heartbeat_timed_out = True
         super().keepalive_timeout()
+        if self.close_sent and not self.disconnected:
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": 1011})
+        self._abort_later()
+
+    def _abort_later(self) -> None:
+        """``transport.close()`` waits for the write buffer to drain, which a peer that does
+        not read never lets happen: the socket would stay open for good."""
+        if self.close_timer is None and not self.disconnected and self.transport.is_closing():
+            self.close_timer = self.loop.call_later(self.close_timeout, self._raw_transport.abort)
+
+    def handle_ping(self) -> None:
+        """Answer a ping unless the peer owes us reading: pongs to a socket that is not
+        writable count against the send queue, and past it the peer is a slow consumer; after
+        our close, pings get no answer (websockets would still queue one per ping)."""
+        frames = self.conn.data_to_send()
+        if not self.close_sent and not self.writable.is_set():
+            self._pongs_held += sum(1 for frame in frames if frame[:1] == PONG)
+            if self._pongs_held > self.send_queue:
+                self.slow_consumer = True
+                self._write_all(frame for frame in frames if frame[:1] != PONG)
+                self.close_now(SLOW_CONSUMER.code, SLOW_CONSUMER.detail)
+                # Nothing it sends matters now; reading on would only burn CPU on its flood
+                # until close_timeout aborts the connection.
+                self._raw_transport.pause_reading()
+                return
+        elif self.close_sent:
+            frames = [frame for frame in frames if frame[:1] != PONG]
+        self._write_all(frames)
+
+    def _write_all(self, frames: Any) -> None:
+        data = b"".join(frames)
+        if data:
+            self.transport.write(data)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._pongs_held = 0
 
     def data_received(self, data: bytes) -> None:
         """uvicorn never flushes the HTTP error the websockets parser answers a malformed
@@ -209,6 +265,17 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             self.handshake_complete = True
         elif message["type"] == "websocket.accept" and self.handshake_complete:
             self._forget_handshake()
+        if self.handshake_complete:
+            self.drop_handshake_deadline()
+
+    def drop_handshake_deadline(self) -> None:
+        if self.handshake_deadline is not None:
+            self.handshake_deadline.cancel()
+            del self.handshake_deadline
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.drop_handshake_deadline()
+        super().connection_lost(exc)
 
     def _forget_handshake(self) -> None:
         """Drop what only the handshake needed, about 2 KiB per connection.
@@ -268,6 +335,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         websockets state machine already composed) waits for :meth:`send_close_reply`."""
         if not self.hold_close_reply or self.close_sent or self.transport.is_closing():
             super().handle_close(event)
+            self._abort_later()
             return
         close = self.conn.close_rcvd
         assert close is not None
@@ -286,6 +354,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         if not self._raw_transport.is_closing():
             self.transport.write(b"".join(self.conn.data_to_send()))
             self.transport.close()
+            self._abort_later()
 
     def close_now(self, code: int, reason: str) -> None:
         """Send a close frame behind whatever is buffered; abort if the peer never answers."""

@@ -74,6 +74,7 @@ def test_worker_runs_the_gateway_uvicorn_settings(monkeypatch: pytest.MonkeyPatc
     from gunicorn.config import Config
     from gunicorn.glogging import Logger
 
+    from gateway.handshake import GatewayHttpProtocol
     from gateway.workers import GatewayWorker
     from gateway.wsprotocol import GatewayWebSocketProtocol
 
@@ -81,6 +82,7 @@ def test_worker_runs_the_gateway_uvicorn_settings(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("GATEWAY_HEARTBEAT_TIMEOUT", "9")
     monkeypatch.setenv("GATEWAY_MAX_FRAME_BYTES", "2048")
     monkeypatch.setenv("GATEWAY_DRAIN_TIMEOUT", "10")
+    monkeypatch.setenv("GATEWAY_HANDSHAKE_TIMEOUT", "3")
     cfg = Config()
     cfg.set("graceful_timeout", 15)
     worker = GatewayWorker(1, os.getpid(), [], None, 15, cfg, Logger(cfg))
@@ -90,7 +92,9 @@ def test_worker_runs_the_gateway_uvicorn_settings(monkeypatch: pytest.MonkeyPatc
         assert (config.ws_ping_interval, config.ws_ping_timeout) == (7.0, 9.0)
         assert config.ws_max_size == 2048
         assert config.ws_per_message_deflate is False
-        assert (config.loop, config.http, config.lifespan) == ("uvloop", "httptools", "on")
+        assert (config.loop, config.lifespan) == ("uvloop", "on")
+        assert issubclass(config.http, GatewayHttpProtocol)  # httptools, with a deadline
+        assert config.http.handshake_timeout == 3.0
         assert 0 < config.timeout_graceful_shutdown <= 15 - 10
     finally:
         worker.tmp.close()
