@@ -85,7 +85,9 @@ async def test_broadcast_is_encoded_once_for_every_recipient(hub: Hub) -> None:
 async def test_every_connection_starts_in_the_lobby_with_presence(hub: Hub) -> None:
     alice = await connect(hub, "alice")
     bob = await connect(hub, "bob")
-    assert alice.events("joined") == [{"type": "joined", "room": "lobby", "online": ["alice"]}]
+    assert alice.events("joined") == [
+        {"type": "joined", "room": "lobby", "online": ["alice"], "last_id": "0"}
+    ]
     joined = [(e["user"], e["online"]) for e in alice.events("presence")]
     assert joined == [("alice", 1), ("bob", 2)]
     await hub.detach(bob.session)
@@ -123,23 +125,44 @@ async def test_resume_replays_history_then_held_live_messages_without_gap_or_twi
     hub: Hub,
 ) -> None:
     alice, bob = await connect(hub, "alice"), await connect(hub, "bob")
+    await alice.say('{"type":"join","room":"games"}')
     for n in range(5):
-        await alice.say(f'{{"type":"message","text":"m{n}"}}')
+        await alice.say(f'{{"type":"message","room":"games","text":"m{n}"}}')
     real_history = hub.broker.history
 
     async def history_while_live_messages_arrive(channel: str, after: int) -> History:
         snapshot = await real_history(channel, after)
-        await alice.say('{"type":"message","text":"live-1"}')
-        await alice.say('{"type":"message","text":"live-2"}')
+        await alice.say('{"type":"message","room":"games","text":"live-1"}')
+        await alice.say('{"type":"message","room":"games","text":"live-2"}')
         return snapshot
 
     hub.broker.history = history_while_live_messages_arrive  # type: ignore[method-assign]
-    third = bob.events("message")[2]["id"]
+    third = alice.events("message")[2]["id"]
     bob.sink.raw.clear()
-    await bob.say(f'{{"type":"resume","room":"lobby","after":"{int(third) - 1}"}}')
-    texts = [e["text"] for e in bob.events("message")]
-    assert texts == ["m2", "m3", "m4", "live-1", "live-2"]
-    assert bob.events("resumed")[-1]["recovered"] is True
+    await bob.say(f'{{"type":"resume","room":"games","after":"{int(third) - 1}"}}')
+    await alice.say('{"type":"message","room":"games","text":"live-3"}')
+    games = [e for e in bob.events() if e.get("room") == "games" and e["type"] != "presence"]
+    kinds = [e["type"] for e in games]
+    assert kinds == ["joined", *["message"] * 5, "resumed", "message"]
+    assert games[0]["last_id"] == alice.events("message")[4]["id"]
+    assert [e["text"] for e in games if e["type"] == "message"] == [
+        *("m2", "m3", "m4", "live-1", "live-2", "live-3")
+    ]
+    assert (games[6]["recovered"], games[6]["count"]) == (True, 5)
+
+
+async def test_resume_in_a_joined_room_sends_nothing_twice(hub: Hub) -> None:
+    alice, bob = await connect(hub, "alice"), await connect(hub, "bob")
+    for n in range(3):
+        await alice.say(f'{{"type":"message","text":"m{n}"}}')
+    first = bob.events("message")[0]["id"]
+    await bob.say(f'{{"type":"resume","room":"lobby","after":"{first}"}}')
+    await alice.say('{"type":"message","text":"m3"}')
+    assert [e["text"] for e in bob.events("message")] == ["m0", "m1", "m2", "m3"]
+    assert (bob.events("resumed")[-1]["recovered"], bob.events("resumed")[-1]["count"]) == (
+        True,
+        0,
+    )
 
 
 async def test_resume_past_the_history_says_not_recovered() -> None:
@@ -149,8 +172,9 @@ async def test_resume_past_the_history_says_not_recovered() -> None:
     for n in range(6):
         await alice.say(f"m{n}")
     first = alice.events("message")[0]["id"]
-    await alice.say(f'{{"type":"resume","room":"lobby","after":"{first}"}}')
-    resumed = alice.events("resumed")[-1]
+    late = await connect(hub, "late")
+    await late.say(f'{{"type":"resume","room":"lobby","after":"{first}"}}')
+    resumed = late.events("resumed")[-1]
     assert (resumed["recovered"], resumed["count"]) == (False, 3)
     await hub.aclose()
 
