@@ -225,6 +225,9 @@ class Session:
         if cursor is None or not frame.seq:
             return self.outbox.offer(frame)
         if cursor.held is not None:
+            if len(cursor.held) >= self.outbox.limit:
+                self._slow_consumer()  # held frames count against the send queue
+                return 0
             cursor.held.append(frame)
             return 0
         if frame.seq <= cursor.last_seq:

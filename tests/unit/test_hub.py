@@ -165,6 +165,29 @@ async def test_resume_in_a_joined_room_sends_nothing_twice(hub: Hub) -> None:
     )
 
 
+async def test_messages_held_during_a_resume_count_against_the_send_queue(hub: Hub) -> None:
+    """A history read that never answers must not let held messages grow without bound."""
+    alice, bob = await connect(hub, "alice"), await connect(hub, "bob")
+    answer: asyncio.Future[History] = asyncio.get_running_loop().create_future()
+    reading = asyncio.Event()
+
+    async def stalled_history(channel: str, after: int) -> History:
+        reading.set()
+        return await answer
+
+    hub.broker.history = stalled_history  # type: ignore[method-assign]
+    resuming = asyncio.create_task(bob.say('{"type":"resume","room":"lobby","after":"0"}'))
+    await asyncio.wait_for(reading.wait(), 5)
+    assert bob.session.rooms["lobby"].held == []
+    for n in range(hub.settings.send_queue + 1):
+        await alice.say(f'{{"type":"message","text":"m{n}"}}')
+    assert bob.session.closing == disconnect.SLOW_CONSUMER
+    assert len(bob.session.rooms["lobby"].held or ()) == hub.settings.send_queue
+    answer.set_result(History([], complete=True))
+    await resuming
+    assert alice.session.closing is None
+
+
 async def test_resume_past_the_history_says_not_recovered() -> None:
     hub = Hub(load_settings(rate_limit=RateLimit(0, 0), history_size=3, idle_timeout=0))
     await hub.start()
