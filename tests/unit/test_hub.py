@@ -188,6 +188,39 @@ async def test_messages_held_during_a_resume_count_against_the_send_queue(hub: H
     assert alice.session.closing is None
 
 
+async def test_a_member_joining_during_the_first_subscription_waits_for_it(hub: Hub) -> None:
+    """The room's last_id is read once the broker hears the room, also by the second member:
+    read earlier, a message published in between would reach neither live nor by resume."""
+    alice, bob = await connect(hub, "alice"), await connect(hub, "bob")
+    calls: list[str] = []
+    subscribing, gate = asyncio.Event(), asyncio.Event()
+    real_subscribe, real_last_id = hub.broker.subscribe, hub.broker.last_id
+
+    async def slow_subscribe(channel: str) -> None:
+        calls.append("subscribe")
+        subscribing.set()
+        await gate.wait()
+        await real_subscribe(channel)
+        calls.append("subscribed")
+
+    async def last_id(channel: str) -> int:
+        calls.append("last_id")
+        return await real_last_id(channel)
+
+    hub.broker.subscribe = slow_subscribe  # type: ignore[method-assign]
+    hub.broker.last_id = last_id  # type: ignore[method-assign]
+    first = asyncio.create_task(alice.say('{"type":"join","room":"games"}'))
+    second = asyncio.create_task(bob.say('{"type":"join","room":"games"}'))
+    # Tasks run in the order they were created: when this one wakes, bob's join has run up to
+    # its first suspension.
+    await asyncio.wait_for(subscribing.wait(), 5)
+    assert calls == ["subscribe"]
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(first, second), 5)
+    assert calls == ["subscribe", "subscribed", "last_id", "last_id"]
+    assert [e["room"] for e in bob.events("joined")] == ["lobby", "games"]
+
+
 async def test_resume_past_the_history_says_not_recovered() -> None:
     hub = Hub(load_settings(rate_limit=RateLimit(0, 0), history_size=3, idle_timeout=0))
     await hub.start()
