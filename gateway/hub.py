@@ -47,6 +47,7 @@ class Hub:
         self._users: dict[str, set[Session]] = {}
         self._claims: dict[Session, tuple[str, ...]] = {}
         """The id keys each session with an unshared id claimed (:mod:`gateway.identity`)."""
+        self._subscribing: dict[str, asyncio.Future[None]] = {}
         self._anonymous_ids = itertools.count(self._first_anonymous_id(settings))
         self._connection_ids = itertools.count(1)
         self._reaper: asyncio.Task[None] | None = None
@@ -197,7 +198,14 @@ class Hub:
             del self._users[session.user]
         await self.presence.remove(USER_ROOM, session.user, session.connection_id)
 
-    async def join(self, session: Session, room: str) -> bool:
+    async def join(self, session: Session, room: str, *, hold: bool = False) -> bool:
+        """Subscribe, then ``joined`` (with the room's ``last_id``) before any of its messages.
+
+        The new cursor holds live messages from before the subscription; once the broker has
+        confirmed it, the room's newest id splits what comes live (newer) from what is in
+        history (up to it), the ack goes out, and the held messages newer than it follow.
+        ``hold`` keeps holding them for a resume that replays history first.
+        """
         if room in session.rooms:
             await self._acknowledge_join(session, room)
             return True
@@ -208,11 +216,14 @@ class Hub:
             limit = self.settings.max_rooms_per_connection
             session.reject(ProtocolError(ErrorCode.FORBIDDEN, f"at most {limit} rooms at once"))
             return False
-        session.rooms[room] = RoomCursor()
+        cursor = session.rooms[room] = RoomCursor()
         session.current_room = room
         await self._subscribe(room_channel(room), session)
+        cursor.start(await self.broker.last_id(room_channel(room)))
         await self.presence.add(room, session.user, session.connection_id)
         online = await self._acknowledge_join(session, room)
+        if not hold:
+            session.release_held(cursor)
         if online is not None:
             with contextlib.suppress(BrokerUnavailable):
                 await self._publish_presence(room, "joined", session.user, len(online))
@@ -230,21 +241,38 @@ class Hub:
             await self._publish_presence(room, "left", session.user, len(online))
 
     async def _acknowledge_join(self, session: Session, room: str) -> list[str] | None:
-        """The ``joined`` ack with who is online; ``None`` (and an error) while presence is
-        unreachable: the membership stands, only the list is missing."""
+        """The ``joined`` ack with ``last_id`` and who is online; while presence is unreachable
+        an error, then the ack without ``online`` (``None``): the membership stands, only the
+        list is missing."""
+        ack: dict[str, Any] = {"type": "joined", "room": room}
         try:
             online = await self.presence.online(room)
         except BrokerUnavailable:
             session.send_error(ErrorCode.UNAVAILABLE, f"in room {room!r}; presence unavailable")
-            return None
-        session.send({"type": "joined", "room": room, "online": online})
+            online = None
+        else:
+            ack["online"] = online
+        ack["last_id"] = str(session.rooms[room].since)
+        session.send(ack)
         return online
 
     async def _subscribe(self, channel: str, session: Session) -> None:
+        """Returns once the broker hears the channel, also for a member that joins while the
+        first one's subscription is still being confirmed (its ``last_id`` read must follow)."""
         members = self._members.setdefault(channel, set())
         members.add(session)
-        if len(members) == 1:
+        if len(members) > 1:
+            pending = self._subscribing.get(channel)
+            if pending is not None:
+                await asyncio.shield(pending)
+            return
+        done = self._subscribing[channel] = asyncio.get_running_loop().create_future()
+        try:
             await self.broker.subscribe(channel)
+        finally:
+            if self._subscribing.get(channel) is done:
+                del self._subscribing[channel]
+            done.set_result(None)
 
     async def _unsubscribe(self, channel: str, session: Session) -> None:
         members = self._members.get(channel)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gateway import disconnect, metrics
-from gateway.broker import BrokerUnavailable, room_channel
+from gateway.broker import BrokerUnavailable, Envelope, room_channel
 from gateway.disconnect import Disconnect
 from gateway.outbox import Outbox, OutFrame
 from gateway.protocol import (
@@ -43,11 +43,23 @@ LIMITED_COMMANDS = (Join, Leave, Resume, Ping)
 
 @dataclass(slots=True)
 class RoomCursor:
-    """Where this connection stands in a room's id sequence, so nothing is shown twice."""
+    """Where this connection stands in a room's id sequence, so nothing is shown twice or missed.
+
+    Every id in ``(floor, last_seq]`` has been offered to the connection (live or replayed): a
+    resume replays only what lies outside that range. A new cursor holds live messages back
+    from before the subscription until the ``joined`` ack is out (see ``Hub.join``).
+    """
 
     last_seq: int = 0
-    held: list[OutFrame] | None = field(default=None)
-    """Live messages held back while a resume replays history."""
+    floor: int = 0
+    since: int = 0
+    """The room's newest id when this connection's subscription began: the ack's ``last_id``."""
+    held: list[OutFrame] | None = field(default_factory=list)
+    """Live messages held back until ``joined`` is sent, and while a resume replays history."""
+
+    def start(self, last_id: int) -> None:
+        """The subscription is live from ``last_id`` on: older ids are in history."""
+        self.last_seq = self.floor = self.since = last_id
 
 
 class Session:
@@ -170,33 +182,50 @@ class Session:
         self.send({"type": "left", "room": room})
 
     async def resume(self, room: str, after: int) -> None:
-        """Replay history after ``after``, then live messages held meanwhile: no gap, no twin."""
-        if room not in self.rooms and not await self.hub.join(self, room):
+        """Replay history after ``after``, then live messages held meanwhile: no gap, no twin.
+
+        Into a room not joined yet it joins first, still holding live messages, so the order is
+        ``joined``, the replay, ``resumed``, then live. In a joined room it replays only what
+        this connection was not offered yet.
+        """
+        if room not in self.rooms and not await self.hub.join(self, room, hold=True):
             return
         cursor = self.rooms[room]
-        cursor.held = []
+        if cursor.held is None:
+            cursor.held = []
         try:
             history = await self.hub.broker.history(room_channel(room), after)
         except BrokerUnavailable:
             self.send_error(ErrorCode.UNAVAILABLE, "history unavailable, retry resume")
-            self._release_held(cursor)
+            self.release_held(cursor)
             return
-        cursor.last_seq = max(after, 0)
-        frames = [OutFrame(envelope.event, seq=envelope.seq) for envelope in history.messages]
-        replayed = self._write_in_order(cursor, frames)
-        replayed += self._release_held(cursor)
+        after = max(after, 0)
+        replayed = self._replay(cursor, history.messages)
+        cursor.floor = min(cursor.floor, after)
+        cursor.last_seq = max(cursor.last_seq, after)
+        replayed += self.release_held(cursor)
         self.send(
             {"type": "resumed", "room": room, "recovered": history.complete, "count": replayed}
         )
 
-    def _release_held(self, cursor: RoomCursor) -> int:
-        held, cursor.held = cursor.held or [], None
-        return self._write_in_order(cursor, held)
-
-    def _write_in_order(self, cursor: RoomCursor, frames: list[OutFrame]) -> int:
-        """Offer the frames newer than the cursor; returns how many passed."""
+    def _replay(self, cursor: RoomCursor, messages: list[Envelope]) -> int:
+        """Offer the kept messages this connection was not offered yet; returns how many."""
         passed = written = 0
-        for frame in frames:
+        for envelope in messages:
+            seq = envelope.seq
+            if cursor.floor < seq <= cursor.last_seq:
+                continue
+            cursor.last_seq = max(cursor.last_seq, seq)
+            passed += 1
+            written += self.outbox.offer(OutFrame(envelope.event, seq=seq))
+        metrics.MESSAGES_DELIVERED.inc(written)
+        return passed
+
+    def release_held(self, cursor: RoomCursor) -> int:
+        """Stop holding; offer the held frames newer than the cursor, returns how many."""
+        held, cursor.held = cursor.held or [], None
+        passed = written = 0
+        for frame in held:
             if frame.seq > cursor.last_seq:
                 cursor.last_seq = frame.seq
                 passed += 1
@@ -212,6 +241,9 @@ class Session:
         if cursor is None or not frame.seq:
             return self.outbox.offer(frame)
         if cursor.held is not None:
+            if len(cursor.held) >= self.outbox.limit:
+                self._slow_consumer()  # held frames count against the send queue
+                return 0
             cursor.held.append(frame)
             return 0
         if frame.seq <= cursor.last_seq:

@@ -98,3 +98,11 @@ class Broker(ABC):
     @abstractmethod
     async def history(self, channel: str, after: int) -> History:
         """Kept messages with ``seq > after``, oldest first."""
+
+    @abstractmethod
+    async def last_id(self, channel: str) -> int:
+        """The channel's newest id over every worker (0 for none yet).
+
+        Read after :meth:`subscribe` returns, it splits the ids a new member hears live (above
+        it) from those it can only get from :meth:`history` (up to it): no gap between the two.
+        """

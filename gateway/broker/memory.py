@@ -4,6 +4,8 @@ History dies with the process, but ids must not go backwards when it restarts: a
 resumes after id 41 would otherwise never see the new process's messages 1..41. So each
 channel's sequence starts at the time it was first used, in microseconds; ids stay increasing
 across restarts as long as a process publishes fewer than a million messages a second.
+That clock value is the channel's base (like Redis' meta ``b``): an ``after`` below it is an id
+of an earlier process, whose messages are gone; from the base up the history may be whole.
 """
 
 from __future__ import annotations
@@ -19,11 +21,15 @@ class MemoryBroker(Broker):
         super().__init__(deliver, history_size)
         self._subscribed: set[str] = set()
         self._sequences: dict[str, int] = {}
+        self._bases: dict[str, int] = {}
         self._history: dict[str, deque[Envelope]] = {}
 
     async def publish(self, envelope: Envelope, *, keep: bool) -> Envelope:
         if keep:
-            seq = self._sequences.get(envelope.channel, time.time_ns() // 1000) + 1
+            seq = self._sequences.get(envelope.channel)
+            if seq is None:
+                seq = self._bases[envelope.channel] = time.time_ns() // 1000
+            seq += 1
             self._sequences[envelope.channel] = seq
             envelope.seq = seq
             envelope.event["id"] = str(seq)
@@ -48,5 +54,13 @@ class MemoryBroker(Broker):
             return History([], complete=after == 0)
         ring = self._history.get(channel, ())
         kept = [envelope for envelope in ring if envelope.seq > after]
+        if after >= last:
+            return History(kept, complete=True)
+        base = self._bases[channel]
+        if after != 0 and after < base:
+            return History(kept, complete=False)
         oldest = ring[0].seq if ring else last + 1
-        return History(kept, complete=after >= oldest - 1 or after >= last)
+        return History(kept, complete=oldest <= max(after, base) + 1)
+
+    async def last_id(self, channel: str) -> int:
+        return self._sequences.get(channel, 0)

@@ -263,6 +263,15 @@ class RedisBroker(Broker):
             complete = False  # an id from before Redis lost the room's data
         return History(messages, complete)
 
+    async def last_id(self, channel: str) -> int:
+        if self._commands is None:
+            raise BrokerUnavailable("broker not started")
+        try:
+            raw = await self._commands.hget(self.keys(channel)[0], "s")
+        except UNAVAILABLE as error:
+            raise BrokerUnavailable(f"redis: {error}") from error
+        return int(raw) if raw is not None else 0
+
     # Subscriptions
 
     async def subscribe(self, channel: str) -> None:

@@ -1,7 +1,7 @@
 // The chat page: wires the DOM to one WebSocket and keeps it alive across drops and restarts.
 // Wire protocol and rendering live in protocol.js and render.js (pure, unit-tested).
 
-import { chatUrl, parseFrame, planReconnect, RoomHistory } from "./protocol.js";
+import { chatUrl, parseFrame, planReconnect, resumedNotice, RoomHistory } from "./protocol.js";
 import {
   el, errorText, insertInOrder, presenceText, renderDirect, renderMessage, renderNotice,
   renderOnline, statusText,
@@ -147,8 +147,9 @@ const handlers = {
   joined(event) {
     const room = app.rooms.get(event.room) ?? addRoom(String(event.room));
     room.online = Array.isArray(event.online) ? event.online : room.online;
-    // Ask for what this page has not shown yet: the room's kept history on the first join, what
-    // was missed while away on a rejoin. The server holds live messages back meanwhile.
+    // The ack comes before any message of the room; newer ones than its last_id follow live. Ask
+    // for what this page has not shown up to it: the room's kept history on the first join, what
+    // was missed while away on a rejoin (nothing when the page already holds last_id).
     const after = room.history.resumeAfter(event.last_id);
     if (after !== null) send({ type: "resume", room: room.name, after });
     if (room.name === LOBBY && !app.established) onEstablished();
@@ -185,9 +186,8 @@ const handlers = {
     notice(app.active, errorText(event), "error");
   },
   resumed(event) {
-    if (event.recovered === false) {
-      notice(event.room, "some earlier messages are no longer kept by the server", "error");
-    }
+    const text = resumedNotice(event);
+    if (text) notice(event.room, text, "error");
   },
   reconnect(event) {
     const ms = Number(event.after_ms);

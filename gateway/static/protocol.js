@@ -91,14 +91,16 @@ export function planReconnect({
 
 /**
  * What the page has shown of one room: the ids it displayed (for dedupe) and the newest one (for
- * resume). After every `joined` ack the page asks the server to resume after the newest id it
- * shows ("0" for a room it has shown nothing of yet: the history the server keeps), so nothing is
- * missed across a reconnect and the dedupe keeps anything from showing twice.
+ * resume). Every `joined` ack comes before any message of its room and carries `last_id`, the
+ * room's newest id when the subscription began ("0" for none): the server sends every newer one
+ * live, and the page resumes after the newest id it holds only when that is older ("0" for a room
+ * it has shown nothing of yet: the history the server keeps). The dedupe keeps a message that
+ * comes both ways from showing twice.
  *
- * A server with an in-memory broker forgets its history on restart and numbers from 1 again. When
- * the ack carries `last_id` and it is older than what the page shows, the page starts a new
- * "epoch": it resumes from the start of the new numbering instead of dropping new messages as
- * duplicates (and never mixes the two numberings up when ordering).
+ * A server with an in-memory broker forgets its history on restart. When `last_id` is older than
+ * what the page shows (or "0"), the page starts a new "epoch": it takes everything the new server
+ * has instead of dropping its messages as duplicates (and never mixes the two numberings up when
+ * ordering).
  */
 export class RoomHistory {
   constructor() {
@@ -118,18 +120,19 @@ export class RoomHistory {
 
   /**
    * The id to resume after once the room is joined, or null when nothing can have been missed.
-   * `serverLastId` is the ack's `last_id`: a string, null for an empty room, or undefined when the
-   * server does not say.
+   * `serverLastId` is the ack's `last_id`: a string ("0" for an empty room; null from servers
+   * that said so with null), or undefined when the server does not say (then the page asks).
    */
   resumeAfter(serverLastId) {
+    const empty = serverLastId === null || (serverLastId !== undefined && String(serverLastId) === "0");
     if (serverLastId !== undefined && this.lastId !== null) {
-      if (serverLastId === null || compareIds(serverLastId, this.lastId) < 0) {
+      if (empty || compareIds(serverLastId, this.lastId) < 0) {
         this.restart(); // the server's numbering started over
       } else if (compareIds(serverLastId, this.lastId) === 0) {
         return null;
       }
     }
-    if (serverLastId === null && this.lastId === null) return null; // an empty room
+    if (empty && this.lastId === null) return null; // an empty room
     return this.lastId ?? "0";
   }
 
@@ -138,4 +141,9 @@ export class RoomHistory {
     this.seen = new Set();
     this.epoch += 1;
   }
+}
+
+/** The notice a `resumed` ack calls for: only when the server no longer keeps all that was asked. */
+export function resumedNotice(event) {
+  return event.recovered === false ? "some earlier messages are no longer kept by the server" : null;
 }

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
 import {
-  backoffDelay, chatUrl, compareIds, parseFrame, planReconnect, RoomHistory,
+  backoffDelay, chatUrl, compareIds, parseFrame, planReconnect, resumedNotice, RoomHistory,
 } from "../../gateway/static/protocol.js";
 import {
   el, errorText, formatTime, insertInOrder, presenceText, renderDirect, renderMessage,
@@ -285,6 +285,44 @@ describe("protocol", () => {
     const room = new RoomHistory();
     assert.equal(room.resumeAfter(null), null);
     assert.equal(room.resumeAfter("3"), "0");
+  });
+
+  it("reads last_id \"0\" as an empty room, and as a restart when it shows messages", () => {
+    const room = new RoomHistory();
+    assert.equal(room.resumeAfter("0"), null);
+    assert.equal(room.epoch, 0);
+    room.accept("1796235600000001");
+    assert.equal(room.resumeAfter("0"), null); // the server forgot the room: nothing to fetch
+    assert.equal(room.epoch, 1);
+    assert.equal(room.lastId, null);
+  });
+
+  it("on reconnect resumes from the newest id it holds, only when last_id is newer", () => {
+    const room = new RoomHistory();
+    const base = 1796235600000000n;
+    const id = (n) => String(base + BigInt(n));
+    for (let n = 1; n <= 5; n += 1) assert.ok(room.accept(id(n)));
+    assert.equal(room.resumeAfter(id(9)), id(5)); // 6..9 went by while away: ask for them
+    // The ack came first; live 10 and 11 arrive before the replay of 6..9, then 9 once more.
+    const shown = [];
+    for (const n of [10, 11, 6, 7, 8, 9, 9, 11]) if (room.accept(id(n))) shown.push(n);
+    assert.deepEqual(shown, [10, 11, 6, 7, 8, 9]);
+    assert.equal(room.lastId, id(11));
+    assert.equal(room.resumeAfter(id(11)), null); // holds the newest: nothing to ask
+    assert.equal(room.resumeAfter(id(12)), id(11));
+    assert.equal(room.epoch, 0);
+    const list = fakeDocument.createElement("ol");
+    for (const n of shown) {
+      insertInOrder(list, renderMessage(fakeDocument, { id: id(n), from: "a", text: "t" }, "me", room.epoch));
+    }
+    const order = list.children.map((node) => node.getAttribute("data-id"));
+    assert.deepEqual(order, [6, 7, 8, 9, 10, 11].map(id));
+  });
+
+  it("warns that messages are gone only when the server says it could not recover them", () => {
+    assert.equal(resumedNotice({ type: "resumed", room: "lobby", recovered: true, count: 3 }), null);
+    assert.equal(resumedNotice({ type: "resumed", room: "lobby", count: 0 }), null);
+    assert.match(resumedNotice({ type: "resumed", room: "lobby", recovered: false }), /no longer kept/);
   });
 
   it("starts a new epoch when the server forgot its history (restart with memory broker)", () => {

@@ -16,7 +16,7 @@ import pytest
 
 from gateway.broker import Broker, Envelope, create_broker, room_channel, user_channel
 from gateway.presence import USER_ROOM, Presence, create_presence
-from tests.support.servers import scaled
+from tests.support.servers import poll_until, scaled
 
 TRACE = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
 
@@ -211,6 +211,64 @@ async def test_history_says_whether_it_reaches_back(
     history = await broker.history(room_channel("h"), seqs[after_index])
     assert [e.seq for e in history.messages] == seqs[expected_from:]
     assert history.complete is complete
+
+
+async def test_history_from_nothing_is_complete_while_everything_is_kept(backend: Backend) -> None:
+    broker = await backend.broker(history_size=5)
+    seqs = [(await broker.publish(message("h", f"m{n}"), keep=True)).seq for n in range(5)]
+    history = await broker.history(room_channel("h"), 0)
+    assert [e.seq for e in history.messages] == seqs
+    assert history.complete, "every message is kept: a client starting from nothing has no gap"
+
+
+async def test_history_after_an_id_older_than_the_room_is_not_complete(backend: Backend) -> None:
+    """An id from before the room's numbering began (a restarted process, a Redis that lost
+    the room) means messages are gone, even when all the current ones are kept."""
+    broker = await backend.broker(history_size=5)
+    seqs = [(await broker.publish(message("h", f"m{n}"), keep=True)).seq for n in range(2)]
+    history = await broker.history(room_channel("h"), seqs[0] - 1000)
+    assert [e.seq for e in history.messages] == seqs
+    assert not history.complete
+
+
+async def test_last_id_is_the_newest_id_of_the_room(backend: Backend) -> None:
+    inbox = Inbox()
+    broker = await backend.broker(inbox)
+    assert await broker.last_id(room_channel("fresh")) == 0
+    seqs = [(await broker.publish(message("fresh", f"m{n}"), keep=True)).seq for n in range(3)]
+    await broker.publish(presence_event("fresh"), keep=False)
+    assert await broker.last_id(room_channel("fresh")) == seqs[-1]
+    assert await broker.last_id(room_channel("other")) == 0
+
+
+async def test_after_subscribe_every_id_above_last_id_is_delivered(backend: Backend) -> None:
+    """What a joining member relies on: ids up to ``last_id`` are in history, every later one
+    arrives live, while another publisher keeps posting through the subscription."""
+    inbox = Inbox()
+    broker = await backend.broker(inbox, history_size=500)
+    shared = backend.name != "memory"  # the memory broker is one process: it publishes itself
+    publisher = await backend.broker(history_size=500) if shared else broker
+    channel = room_channel("busy")
+    published: list[int] = []
+
+    async def post() -> None:
+        for n in range(200):
+            published.append((await publisher.publish(message("busy", f"m{n}"), keep=True)).seq)
+
+    posting = asyncio.create_task(post())
+    await poll_until(lambda: len(published) >= 20, 10, "the publisher did not start")
+    await broker.subscribe(channel)
+    last = await broker.last_id(channel)
+    await posting
+    later = [seq for seq in published if seq > last]
+    heard = [e.seq for e in await inbox.take(inbox.queue.qsize())]
+    for _ in range(len(published)):
+        if len([seq for seq in heard if seq > last]) >= len(later):
+            break
+        heard.append((await inbox.next()).seq)
+    assert [seq for seq in heard if seq > last] == later
+    kept = await broker.history(channel, 0)
+    assert [e.seq for e in kept.messages if e.seq <= last] == [s for s in published if s <= last]
 
 
 async def test_history_beyond_the_newest_id_is_empty_and_complete(backend: Backend) -> None:

@@ -85,7 +85,9 @@ async def test_broadcast_is_encoded_once_for_every_recipient(hub: Hub) -> None:
 async def test_every_connection_starts_in_the_lobby_with_presence(hub: Hub) -> None:
     alice = await connect(hub, "alice")
     bob = await connect(hub, "bob")
-    assert alice.events("joined") == [{"type": "joined", "room": "lobby", "online": ["alice"]}]
+    assert alice.events("joined") == [
+        {"type": "joined", "room": "lobby", "online": ["alice"], "last_id": "0"}
+    ]
     joined = [(e["user"], e["online"]) for e in alice.events("presence")]
     assert joined == [("alice", 1), ("bob", 2)]
     await hub.detach(bob.session)
@@ -123,23 +125,100 @@ async def test_resume_replays_history_then_held_live_messages_without_gap_or_twi
     hub: Hub,
 ) -> None:
     alice, bob = await connect(hub, "alice"), await connect(hub, "bob")
+    await alice.say('{"type":"join","room":"games"}')
     for n in range(5):
-        await alice.say(f'{{"type":"message","text":"m{n}"}}')
+        await alice.say(f'{{"type":"message","room":"games","text":"m{n}"}}')
     real_history = hub.broker.history
 
     async def history_while_live_messages_arrive(channel: str, after: int) -> History:
         snapshot = await real_history(channel, after)
-        await alice.say('{"type":"message","text":"live-1"}')
-        await alice.say('{"type":"message","text":"live-2"}')
+        await alice.say('{"type":"message","room":"games","text":"live-1"}')
+        await alice.say('{"type":"message","room":"games","text":"live-2"}')
         return snapshot
 
     hub.broker.history = history_while_live_messages_arrive  # type: ignore[method-assign]
-    third = bob.events("message")[2]["id"]
+    third = alice.events("message")[2]["id"]
     bob.sink.raw.clear()
-    await bob.say(f'{{"type":"resume","room":"lobby","after":"{int(third) - 1}"}}')
-    texts = [e["text"] for e in bob.events("message")]
-    assert texts == ["m2", "m3", "m4", "live-1", "live-2"]
-    assert bob.events("resumed")[-1]["recovered"] is True
+    await bob.say(f'{{"type":"resume","room":"games","after":"{int(third) - 1}"}}')
+    await alice.say('{"type":"message","room":"games","text":"live-3"}')
+    games = [e for e in bob.events() if e.get("room") == "games" and e["type"] != "presence"]
+    kinds = [e["type"] for e in games]
+    assert kinds == ["joined", *["message"] * 5, "resumed", "message"]
+    assert games[0]["last_id"] == alice.events("message")[4]["id"]
+    assert [e["text"] for e in games if e["type"] == "message"] == [
+        *("m2", "m3", "m4", "live-1", "live-2", "live-3")
+    ]
+    assert (games[6]["recovered"], games[6]["count"]) == (True, 5)
+
+
+async def test_resume_in_a_joined_room_sends_nothing_twice(hub: Hub) -> None:
+    alice, bob = await connect(hub, "alice"), await connect(hub, "bob")
+    for n in range(3):
+        await alice.say(f'{{"type":"message","text":"m{n}"}}')
+    first = bob.events("message")[0]["id"]
+    await bob.say(f'{{"type":"resume","room":"lobby","after":"{first}"}}')
+    await alice.say('{"type":"message","text":"m3"}')
+    assert [e["text"] for e in bob.events("message")] == ["m0", "m1", "m2", "m3"]
+    assert (bob.events("resumed")[-1]["recovered"], bob.events("resumed")[-1]["count"]) == (
+        True,
+        0,
+    )
+
+
+async def test_messages_held_during_a_resume_count_against_the_send_queue(hub: Hub) -> None:
+    """A history read that never answers must not let held messages grow without bound."""
+    alice, bob = await connect(hub, "alice"), await connect(hub, "bob")
+    answer: asyncio.Future[History] = asyncio.get_running_loop().create_future()
+    reading = asyncio.Event()
+
+    async def stalled_history(channel: str, after: int) -> History:
+        reading.set()
+        return await answer
+
+    hub.broker.history = stalled_history  # type: ignore[method-assign]
+    resuming = asyncio.create_task(bob.say('{"type":"resume","room":"lobby","after":"0"}'))
+    await asyncio.wait_for(reading.wait(), 5)
+    assert bob.session.rooms["lobby"].held == []
+    for n in range(hub.settings.send_queue + 1):
+        await alice.say(f'{{"type":"message","text":"m{n}"}}')
+    assert bob.session.closing == disconnect.SLOW_CONSUMER
+    assert len(bob.session.rooms["lobby"].held or ()) == hub.settings.send_queue
+    answer.set_result(History([], complete=True))
+    await resuming
+    assert alice.session.closing is None
+
+
+async def test_a_member_joining_during_the_first_subscription_waits_for_it(hub: Hub) -> None:
+    """The room's last_id is read once the broker hears the room, also by the second member:
+    read earlier, a message published in between would reach neither live nor by resume."""
+    alice, bob = await connect(hub, "alice"), await connect(hub, "bob")
+    calls: list[str] = []
+    subscribing, gate = asyncio.Event(), asyncio.Event()
+    real_subscribe, real_last_id = hub.broker.subscribe, hub.broker.last_id
+
+    async def slow_subscribe(channel: str) -> None:
+        calls.append("subscribe")
+        subscribing.set()
+        await gate.wait()
+        await real_subscribe(channel)
+        calls.append("subscribed")
+
+    async def last_id(channel: str) -> int:
+        calls.append("last_id")
+        return await real_last_id(channel)
+
+    hub.broker.subscribe = slow_subscribe  # type: ignore[method-assign]
+    hub.broker.last_id = last_id  # type: ignore[method-assign]
+    first = asyncio.create_task(alice.say('{"type":"join","room":"games"}'))
+    second = asyncio.create_task(bob.say('{"type":"join","room":"games"}'))
+    # Tasks run in the order they were created: when this one wakes, bob's join has run up to
+    # its first suspension.
+    await asyncio.wait_for(subscribing.wait(), 5)
+    assert calls == ["subscribe"]
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(first, second), 5)
+    assert calls == ["subscribe", "subscribed", "last_id", "last_id"]
+    assert [e["room"] for e in bob.events("joined")] == ["lobby", "games"]
 
 
 async def test_resume_past_the_history_says_not_recovered() -> None:
@@ -149,8 +228,9 @@ async def test_resume_past_the_history_says_not_recovered() -> None:
     for n in range(6):
         await alice.say(f"m{n}")
     first = alice.events("message")[0]["id"]
-    await alice.say(f'{{"type":"resume","room":"lobby","after":"{first}"}}')
-    resumed = alice.events("resumed")[-1]
+    late = await connect(hub, "late")
+    await late.say(f'{{"type":"resume","room":"lobby","after":"{first}"}}')
+    resumed = late.events("resumed")[-1]
     assert (resumed["recovered"], resumed["count"]) == (False, 3)
     await hub.aclose()
 
