@@ -37,8 +37,8 @@ from gateway.auth import (
     install_log_redaction,
     token_from,
 )
-from gateway.identity import RESERVED_PREFIX, display_form, is_reserved
 from gateway.httpguard import SECURITY_HEADER_MAP
+from gateway.identity import RESERVED_PREFIX, display_form, is_reserved
 from gateway.settings import DEFAULT_PORTS, RateLimit, Settings, canonical_origin
 
 if TYPE_CHECKING:
