@@ -186,6 +186,7 @@ const handlers = {
     notice(app.active, errorText(event), "error");
   },
   resumed(event) {
+    app.rooms.get(event.room)?.history.resumed();
     const text = resumedNotice(event);
     if (text) notice(event.room, text, "error");
   },

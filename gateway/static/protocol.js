@@ -90,12 +90,16 @@ export function planReconnect({
 }
 
 /**
- * What the page has shown of one room: the ids it displayed (for dedupe) and the newest one (for
- * resume). Every `joined` ack comes before any message of its room and carries `last_id`, the
- * room's newest id when the subscription began ("0" for none): the server sends every newer one
- * live, and the page resumes after the newest id it holds only when that is older ("0" for a room
- * it has shown nothing of yet: the history the server keeps). The dedupe keeps a message that
- * comes both ways from showing twice.
+ * What the page has shown of one room: the ids it displayed (for dedupe), the newest one, and the
+ * newest one up to which it holds everything (for resume). Every `joined` ack comes before any
+ * message of its room and carries `last_id`, the room's newest id when the subscription began
+ * ("0" for none): the server sends every newer one live, and the page resumes when it holds
+ * older ("0" for a room it has shown nothing of yet: the history the server keeps). The dedupe
+ * keeps a message that comes both ways from showing twice.
+ *
+ * Live messages that arrive while a resume is outstanding lie beyond a gap, so they do not move
+ * the resume point: a page that drops again before the `resumed` ack asks again from before the
+ * gap instead of skipping it.
  *
  * A server with an in-memory broker forgets its history on restart. When `last_id` is older than
  * what the page shows (or "0"), the page starts a new "epoch": it takes everything the new server
@@ -105,6 +109,8 @@ export function planReconnect({
 export class RoomHistory {
   constructor() {
     this.lastId = null;
+    this.complete = null;
+    this.pending = false;
     this.seen = new Set();
     this.epoch = 0;
   }
@@ -115,11 +121,13 @@ export class RoomHistory {
     if (this.seen.has(key)) return false;
     this.seen.add(key);
     if (this.lastId === null || compareIds(key, this.lastId) > 0) this.lastId = key;
+    if (!this.pending) this.complete = this.lastId;
     return true;
   }
 
   /**
-   * The id to resume after once the room is joined, or null when nothing can have been missed.
+   * The id to resume after once the room is joined, or null when nothing can have been missed;
+   * a non-null answer is a resume the page sends, outstanding until {@link resumed}.
    * `serverLastId` is the ack's `last_id`: a string ("0" for an empty room; null from servers
    * that said so with null), or undefined when the server does not say (then the page asks).
    */
@@ -128,16 +136,25 @@ export class RoomHistory {
     if (serverLastId !== undefined && this.lastId !== null) {
       if (empty || compareIds(serverLastId, this.lastId) < 0) {
         this.restart(); // the server's numbering started over
-      } else if (compareIds(serverLastId, this.lastId) === 0) {
+      } else if (compareIds(serverLastId, this.lastId) === 0 && !this.pending) {
         return null;
       }
     }
     if (empty && this.lastId === null) return null; // an empty room
-    return this.lastId ?? "0";
+    this.pending = true;
+    return this.complete ?? "0";
+  }
+
+  /** The server answered the resume: everything up to the newest shown is held (or gone). */
+  resumed() {
+    this.pending = false;
+    this.complete = this.lastId;
   }
 
   restart() {
     this.lastId = null;
+    this.complete = null;
+    this.pending = false;
     this.seen = new Set();
     this.epoch += 1;
   }

@@ -273,8 +273,10 @@ describe("protocol", () => {
     assert.ok(!room.accept("5"));
     assert.ok(room.accept("4")); // an older one replayed late is still new to the page
     assert.equal(room.lastId, "6");
+    room.resumed();
     assert.equal(room.resumeAfter(undefined), "6"); // the server does not say: ask
     assert.equal(room.resumeAfter("9"), "6"); // missed 7..9
+    room.resumed();
     assert.equal(room.resumeAfter("6"), null); // missed nothing
     assert.ok(room.accept("10"));
     assert.ok(!room.accept("10"));
@@ -308,6 +310,7 @@ describe("protocol", () => {
     for (const n of [10, 11, 6, 7, 8, 9, 9, 11]) if (room.accept(id(n))) shown.push(n);
     assert.deepEqual(shown, [10, 11, 6, 7, 8, 9]);
     assert.equal(room.lastId, id(11));
+    room.resumed();
     assert.equal(room.resumeAfter(id(11)), null); // holds the newest: nothing to ask
     assert.equal(room.resumeAfter(id(12)), id(11));
     assert.equal(room.epoch, 0);
@@ -317,6 +320,22 @@ describe("protocol", () => {
     }
     const order = list.children.map((node) => node.getAttribute("data-id"));
     assert.deepEqual(order, [6, 7, 8, 9, 10, 11].map(id));
+  });
+
+  it("resumes from before the gap again when it drops before the resumed ack", () => {
+    const room = new RoomHistory();
+    const base = 1796235600000000n;
+    const id = (n) => String(base + BigInt(n));
+    for (let n = 1; n <= 5; n += 1) assert.ok(room.accept(id(n)));
+    assert.equal(room.resumeAfter(id(9)), id(5)); // 6..9 went by while away
+    assert.ok(room.accept(id(10))); // live, beyond the gap
+    assert.ok(room.accept(id(6))); // the replay has begun
+    // Dropped again before the resumed ack: 7..9 are still missing, 10 is no resume point.
+    assert.equal(room.resumeAfter(id(12)), id(5));
+    for (const n of [11, 12, 6, 7, 8, 9, 10, 11, 12]) room.accept(id(n));
+    room.resumed();
+    assert.equal(room.resumeAfter(id(12)), null);
+    assert.equal(room.resumeAfter(id(13)), id(12));
   });
 
   it("warns that messages are gone only when the server says it could not recover them", () => {
