@@ -73,7 +73,7 @@ def test_the_chat_page_works_under_the_policy_which_is_in_force(
     assert elsewhere == []
 
     page.evaluate(INJECT_INLINE)
-    page.wait_for_function("window.__violations.length > 0", timeout=TIMEOUT_MS)
+    page.wait_for_function("() => window.__violations.length > 0", timeout=TIMEOUT_MS)
     assert page.evaluate("window.__inlineRan === undefined"), "an inline script ran"
     assert [v.split()[0] for v in violations(page)] == ["script-src-elem"], violations(page)
     alice.errors.clear()  # Chromium logs the refused script as a console error: expected here

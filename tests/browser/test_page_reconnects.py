@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import httpx
@@ -33,11 +34,16 @@ with contextlib.suppress(ImportError):  # without playwright the fixtures skip (
 API_KEY = "page-reconnects"
 DROPS = 10
 CAP = 8000
+RATE = 50  # posts per second: the rate at which the loss was first seen
 LOBBY_MESSAGES = '.log[data-room="lobby"] .msg'
 
 
 class Publisher(threading.Thread):
-    """Posts to the lobby through the API (as fast as it answers, at most CAP) until stopped."""
+    """Posts to the lobby through the API, RATE a second (at most CAP), until stopped.
+
+    Paced, not as fast as the API answers: a page behind Playwright's WebSocket proxy reads a few
+    hundred frames a second, so an unpaced publisher makes it a real slow consumer (1013).
+    """
 
     def __init__(self, base_url: str) -> None:
         super().__init__(name="api-publisher", daemon=True)
@@ -48,9 +54,10 @@ class Publisher(threading.Thread):
 
     def run(self) -> None:
         headers = {"Authorization": f"Bearer {API_KEY}"}
+        started = time.monotonic()
         with httpx.Client(timeout=scaled(10), headers=headers) as client:
             for n in range(CAP):
-                if self.stop.is_set():
+                if self.stop.wait(max(0.0, started + n / RATE - time.monotonic())):
                     return
                 answer = client.post(self.url, json={"sender": "api", "text": f"post {n}"})
                 if answer.status_code != 202:
@@ -85,11 +92,12 @@ def test_the_page_loses_nothing_across_reconnects_on_redis(
         try:
             for drop in range(DROPS):
                 expect(page.locator("#status")).to_have_text("connected")
-                assert len(sockets) == drop + 1, f"{len(sockets)} sockets after {drop} drops"
+                # One more when a reconnect outran the release of the dropped connection's id
+                # (the proxy closes both sides at once): 1008 "already connected", and a retry.
+                assert drop < len(sockets) <= 2 * drop + 1, f"{len(sockets)} after {drop} drops"
                 shown = page.locator(LOBBY_MESSAGES).count()
-                page.wait_for_function(
-                    f"document.querySelectorAll({json.dumps(LOBBY_MESSAGES)}).length > {shown}"
-                )
+                # A string predicate would be eval'd in the page, which its CSP forbids.
+                expect(page.locator(LOBBY_MESSAGES).nth(shown)).to_be_attached()
                 route, server = sockets[-1]
                 route.send(json.dumps({"type": "reconnect", "after_ms": 0}))
                 server.close()
