@@ -8,15 +8,13 @@ it the client gets ``rate_limited`` errors, and after the strikes it is closed w
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
 from tests.support.clients import EventReader, metric, open_ws
-from tests.support.servers import scaled, start_gateway
+from tests.support.servers import start_gateway
 
 ROOM = "arena"
 LISTENERS = 6
@@ -32,22 +30,6 @@ class Listener(EventReader):
 
     def texts(self) -> list[str]:
         return [e["text"] for e in self.events if e.get("type") == "message"]
-
-    def has(self, kind: str, **fields: Any) -> bool:
-        return any(
-            e.get("type") == kind and all(e.get(k) == v for k, v in fields.items())
-            for e in self.events
-        )
-
-    async def until(self, done: Any, seconds: float, what: str) -> None:
-        try:
-            async with asyncio.timeout(scaled(seconds)):
-                while not done():
-                    if self.closed:
-                        raise AssertionError(f"closed ({self.close_code}) before {what}")
-                    await self.next_change()
-        except TimeoutError:
-            raise AssertionError(f"no {what} in {seconds}s: {self.events[-3:]}") from None
 
 
 async def joined(url: str) -> Listener:

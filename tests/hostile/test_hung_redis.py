@@ -13,8 +13,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import Awaitable, Iterator
 
 import httpx
 import pytest
@@ -55,26 +54,8 @@ def gateway(redis: RedisServer, workers: int, query: str = "") -> Iterator[Gatew
         server.stop()
 
 
-class Chatter(EventReader):
-    def has(self, kind: str, **fields: Any) -> bool:
-        return any(
-            e.get("type") == kind and all(e.get(k) == v for k, v in fields.items())
-            for e in self.events
-        )
-
-    async def until(self, done: Callable[[], bool], seconds: float, what: str) -> None:
-        try:
-            async with asyncio.timeout(scaled(seconds)):
-                while not done():
-                    if self.closed:
-                        raise AssertionError(f"closed ({self.close_code}) before {what}")
-                    await self.next_change()
-        except TimeoutError:
-            raise AssertionError(f"no {what} in {seconds}s: {self.events[-3:]}") from None
-
-
-async def chatter(server: GatewayProcess, name: str) -> Chatter:
-    client = Chatter(await open_ws(server.ws_url(f"/ws/{name}")), name=name)
+async def chatter(server: GatewayProcess, name: str) -> EventReader:
+    client = EventReader(await open_ws(server.ws_url(f"/ws/{name}")), name=name)
     await client.until(lambda: client.has("joined", room="lobby"), 15, "the lobby")
     return client
 
@@ -122,7 +103,7 @@ async def publish_outcome(server: GatewayProcess, http: httpx.AsyncClient | None
     return str(answer.status_code)
 
 
-async def message_outcome(client: Chatter) -> str:
+async def message_outcome(client: EventReader) -> str:
     await client.send({"type": "message", "room": "lobby", "text": "during"})
     while not client.has("error"):
         if client.closed:
@@ -180,7 +161,7 @@ async def test_a_hung_redis_fails_fast_and_everything_recovers(
             await calm.close()
 
 
-async def recovered(server: GatewayProcess, calm: Chatter) -> None:
+async def recovered(server: GatewayProcess, calm: EventReader) -> None:
     """Once Redis answers again: ready, a new client admitted, and chat reaches the old one."""
     started = time.monotonic()
     async with httpx.AsyncClient(base_url=server.base_url, timeout=scaled(5)) as http:

@@ -120,6 +120,23 @@ class EventReader:
         self.changed.clear()
         await self.changed.wait()
 
+    def has(self, kind: str, **fields: Any) -> bool:
+        return any(
+            e.get("type") == kind and all(e.get(k) == v for k, v in fields.items())
+            for e in self.events
+        )
+
+    async def until(self, done: Callable[[], bool], seconds: float, what: str) -> None:
+        """Until ``done()``; fails naming ``what`` on a close or after ``seconds`` (scaled)."""
+        try:
+            async with asyncio.timeout(scaled(seconds)):
+                while not done():
+                    if self.closed:
+                        raise AssertionError(f"closed ({self.close_code}) before {what}")
+                    await self.next_change()
+        except TimeoutError:
+            raise AssertionError(f"no {what} in {seconds}s: {self.events[-3:]}") from None
+
     async def send(self, event: dict[str, Any] | str) -> None:
         await self.ws.send(event if isinstance(event, str) else json.dumps(event))
 
