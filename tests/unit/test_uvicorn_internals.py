@@ -66,6 +66,10 @@ METHODS = [  # method the gateway overrides or calls, its parameters after self,
     ("data_received", ("data",), False),
     ("send_receive_event_to_app", (), False),
     ("send", ("message",), True),
+    ("handle_ping", (), False),
+    ("handle_close", ("event",), False),
+    ("resume_writing", (), False),
+    ("connection_lost", ("exc",), False),
 ]
 
 USED_FROM = [  # uvicorn method, what it calls or schedules that an override depends on
@@ -73,6 +77,12 @@ USED_FROM = [  # uvicorn method, what it calls or schedules that an override dep
     ("send", "self.start_keepalive"),  # the jittered first ping
     ("send_keepalive_ping", "self.keepalive_timeout"),  # the pong deadline: counted timeouts
     ("send_receive_event_to_app", "self.logger.exception"),  # invalid UTF-8 logged at info
+    ("handle_events", "self.handle_ping"),  # pongs owed to a non-reader counted
+    ("handle_events", "self.handle_close"),  # the close reply held until the id is released
+    ("handle_ping", "self.conn.data_to_send"),  # the pong is what websockets composed
+    ("handle_close", "self.conn.close_rcvd"),  # the held path reads the close as uvicorn does
+    ("handle_close", "self.close_timer"),  # our close echoed: uvicorn cancels the abort
+    ("resume_writing", "self.writable.set"),  # writable again: pongs owed start from zero
 ]
 
 # The gateway replaces these attributes after uvicorn's __init__ / connection_made; uvicorn may
