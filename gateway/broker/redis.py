@@ -334,7 +334,7 @@ class RedisBroker(Broker):
                 self._confirm_all()
                 self._first_attempt.set()
                 with contextlib.suppress(*UNAVAILABLE):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
             if not self._closing:
                 await self._backoff(attempt)
                 attempt += 1
