@@ -1,10 +1,13 @@
 """Who may open a WebSocket, decided from the handshake alone, before the upgrade.
 
-Checks run cheapest first and all of them before ``accept``, so a refused client never sees a
-chat byte: the connection rate of the client's IP (HTTP 429), its ``Origin`` (HTTP 403,
-against cross-site WebSocket hijacking), and with ``GATEWAY_AUTH_SECRET`` its token and the
-path's ``client_id`` (HTTP 403). Limits that depend on other connections (per worker, per
-user) are the hub's, applied after the upgrade with close code 1013 as the SPEC says.
+A policy without a server: a :class:`Handshake` (plain values the server layer read from the
+request) in, :class:`Admitted` or :class:`Refusal` out; :mod:`gateway.server.transport`
+answers a refusal with its HTTP status. Checks run cheapest first and all of them before
+``accept``, so a refused client never sees a chat byte: the connection rate of the client's IP
+(HTTP 429), its ``Origin`` (HTTP 403, against cross-site WebSocket hijacking), and with
+``GATEWAY_AUTH_SECRET`` its token and the path's ``client_id`` (HTTP 403). Limits that depend on
+other connections (per worker, per user) are the hub's, applied after the upgrade with close
+code 1013 as the SPEC says.
 
 Every refusal is counted in ``gateway_connections_refused_total{reason}`` and logged with its
 reason, never with the token.
@@ -13,20 +16,10 @@ reason, never with the token.
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from limits import RateLimitItemPerSecond
-from limits.aio.strategies import MovingWindowRateLimiter
-from limits.storage import storage_from_string
-from starlette.responses import PlainTextResponse
-from starlette.websockets import WebSocket
-
-from gateway import disconnect, metrics
 from gateway.auth import (
     SUBPROTOCOL,
     Authenticator,
@@ -34,17 +27,24 @@ from gateway.auth import (
     TokenError,
     any_room,
     close_at_expiry,
-    install_log_redaction,
     token_from,
 )
-from gateway.httpguard import SECURITY_HEADER_MAP
 from gateway.identity import RESERVED_PREFIX, display_form, is_reserved
-from gateway.settings import DEFAULT_PORTS, RateLimit, Settings, canonical_origin
+from gateway.ratelimit import MovingWindowLimiter, connect_limiter
+from gateway.settings import DEFAULT_PORTS, Settings, canonical_origin
 
-if TYPE_CHECKING:
-    from gateway.session import Session
 
-log = logging.getLogger("gateway.admission")
+@dataclass(frozen=True, slots=True)
+class Handshake:
+    """What the policy reads of an upgrade request."""
+
+    ip: str
+    origin: str | None
+    host: str | None
+    path_user: str | None
+    """The URL's id in its display form (:func:`gateway.identity.display_form`); None on /ws."""
+    query_token: str | None = None
+    subprotocols: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,27 +110,6 @@ def same_host(canonical: str, host: str) -> bool:
     )
 
 
-class ConnectRateLimiter:
-    """Handshakes per IP on the moving window of the `limits` library, per worker.
-
-    In-process on purpose: the handshake path stays free of network round trips, and the limit
-    guards this worker's accept loop, which is what a connection flood exhausts.
-    """
-
-    def __init__(self, rate: RateLimit) -> None:
-        self.enabled = rate.enabled
-        self.window = max(rate.window_seconds, 1)
-        self._item = RateLimitItemPerSecond(max(rate.messages, 1), self.window)
-        self._limiter = MovingWindowRateLimiter(storage_from_string("async+memory://"))
-
-    async def allow(self, ip: str) -> bool:
-        return not self.enabled or await self._limiter.hit(self._item, "connect", ip)
-
-    async def retry_after(self, ip: str) -> int:
-        stats = await self._limiter.get_window_stats(self._item, "connect", ip)
-        return max(1, min(self.window, round(stats.reset_time - time.time())))
-
-
 class Admission:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -140,31 +119,24 @@ class Admission:
             else None
         )
         self.origins = OriginPolicy(settings.allowed_origins, settings.allow_no_origin)
-        self.connect_rate = ConnectRateLimiter(settings.connect_rate_limit)
-        install_log_redaction()
+        self.connect_rate: MovingWindowLimiter = connect_limiter(settings.connect_rate_limit)
 
-    async def admit(self, websocket: WebSocket, path_user: str | None) -> Admitted | Refusal:
-        """``path_user``: the URL's id in its display form (:func:`gateway.identity.display_form`).
-
-        With a token its subject, in the same display form, is the identity; the path's id
-        must equal it exactly, never only on skeletons: a look-alike path names someone else.
-        """
-        ip = websocket.client.host if websocket.client else "unknown"
+    async def admit(self, handshake: Handshake) -> Admitted | Refusal:
+        """With a token its subject, in display form, is the identity; the path's id must equal
+        it exactly, never only on skeletons: a look-alike path names someone else."""
+        ip, path_user = handshake.ip, handshake.path_user
         if not await self.connect_rate.allow(ip):
             retry = await self.connect_rate.retry_after(ip)
             return Refusal(
                 429, "rate_limited", "too many connections, slow down", {"Retry-After": str(retry)}
             )
-        headers = websocket.headers
-        if not self.origins.allows(headers.get("origin"), headers.get("host")):
+        if not self.origins.allows(handshake.origin, handshake.host):
             return Refusal(403, "origin", "origin not allowed")
         if path_user is not None and is_reserved(path_user):
             return Refusal(
                 403, "forbidden", f"client ids starting {RESERVED_PREFIX!r} are reserved"
             )
-        token, offered = token_from(
-            websocket.query_params.get("token"), websocket.scope.get("subprotocols", ())
-        )
+        token, offered = token_from(handshake.query_token, handshake.subprotocols)
         subprotocol = SUBPROTOCOL if offered else None
         if self.authenticator is None:
             return Admitted(path_user, subprotocol)
@@ -179,33 +151,12 @@ class Admission:
             return Refusal(403, "forbidden", "client id does not match the token's subject")
         return Admitted(user, subprotocol, identity)
 
-    def expire(self, session: Session, admitted: Admitted) -> asyncio.TimerHandle | None:
-        """Close an authenticated connection with 1008 when its token runs out."""
+    def expire(self, admitted: Admitted, close: Callable[[], None]) -> asyncio.TimerHandle | None:
+        """Call ``close`` when an authenticated connection's token runs out (1008 is the
+        caller's); None for connections without a token."""
         if admitted.identity is None:
             return None
-        return close_at_expiry(
-            admitted.identity,
-            self.settings.auth_leeway,
-            lambda: session.close(disconnect.TOKEN_EXPIRED),
-        )
+        return close_at_expiry(admitted.identity, self.settings.auth_leeway, close)
 
-
-async def deny(websocket: WebSocket, refusal: Refusal) -> None:
-    """Answer the handshake with an HTTP status instead of the upgrade."""
-    metrics.CONNECTIONS_REFUSED.labels(refusal.reason).inc()
-    log.info(
-        "connection refused",
-        extra={
-            "path": websocket.url.path,
-            "status": refusal.status,
-            "reason": refusal.reason,
-            "detail": refusal.detail,
-            "client": websocket.client.host if websocket.client else None,
-        },
-    )
-    if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        headers = {**SECURITY_HEADER_MAP, **refusal.headers}
-        response = PlainTextResponse(refusal.detail, refusal.status, headers=headers)
-        await websocket.send_denial_response(response)
-    else:
-        await websocket.close(1008, refusal.detail)
+    async def aclose(self) -> None:
+        await self.connect_rate.aclose()

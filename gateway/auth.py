@@ -17,8 +17,6 @@ Why these rules:
 from __future__ import annotations
 
 import asyncio
-import logging
-import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -154,52 +152,6 @@ def mint(
             raise ValueError("rooms must be room names or prefix* patterns")
         claims["rooms"] = list(grants)
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
-
-
-_CREDENTIALS = (
-    (re.compile(r"eyJ[\w-]*\.[\w-]*\.[\w-]*"), "[redacted-jwt]"),
-    (re.compile(r"(?i)((?:^|[?&\s])(?:access_)?token=)[^&\s\"']+"), r"\1[redacted]"),
-    (re.compile(r"(?i)((?:proxy-)?authorization:|cookie:)[^\n]*"), r"\1 [redacted]"),
-)
-CREDENTIAL_LOGGERS: Final = ("uvicorn.error", "uvicorn.access", "gunicorn.error", "gunicorn.access")
-"""Loggers of the servers, which write request lines and, at debug level, every handshake
-header (``Sec-WebSocket-Protocol`` carries the token, ``Authorization`` the API key)."""
-
-
-def redact_credentials(text: str) -> str:
-    for pattern, replacement in _CREDENTIALS:
-        text = pattern.sub(replacement, text)
-    return text
-
-
-class CredentialFilter(logging.Filter):
-    """Scrubs tokens and credential headers from a record before any handler formats it, so no
-    log configuration (ours, gunicorn's, an operator's) can write one."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
-            record.msg = redact_credentials(record.msg)
-        if isinstance(record.args, tuple):
-            record.args = tuple(_scrub(arg) for arg in record.args)
-        elif isinstance(record.args, dict):
-            record.args = {key: _scrub(value) for key, value in record.args.items()}
-        return True
-
-
-def _scrub(value: object) -> object:
-    if isinstance(value, int | float | bool) or value is None:
-        return value
-    text = str(value)
-    redacted = redact_credentials(text)
-    return value if redacted == text else redacted
-
-
-def install_log_redaction() -> None:
-    """Attach :class:`CredentialFilter` to the server loggers (idempotent)."""
-    for name in CREDENTIAL_LOGGERS:
-        logger = logging.getLogger(name)
-        if not any(isinstance(existing, CredentialFilter) for existing in logger.filters):
-            logger.addFilter(CredentialFilter())
 
 
 def close_at_expiry(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gateway.settings import Settings, SettingsError, load_settings
+from gateway.settings import SettingsError, load_settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,9 +49,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    from gateway.server import run
+
     if workers > 1:
-        return serve_workers(settings, workers)
-    return serve_single(settings)
+        return run.serve_workers(settings, workers)
+    return run.serve_single(settings)
 
 
 def mint_token(sub: str, rooms: str | None, ttl: int) -> int:
@@ -77,52 +79,6 @@ def mint_token(sub: str, rooms: str | None, ttl: int) -> int:
         print(f"gateway: {error}", file=sys.stderr)
         return 2
     return 0
-
-
-def serve_single(settings: Settings) -> int:
-    from gateway import logs, multiproc
-
-    multiproc.forget()
-    logs.configure(settings.log_level, settings.log_format)
-
-    import uvicorn
-
-    from gateway.app import create_app
-    from gateway.lifecycle import DrainingServer
-    from gateway.serving import uvicorn_options
-    from gateway.tracing import TracingConfigError
-
-    try:
-        app = create_app(settings)
-    except TracingConfigError as error:
-        print(f"gateway: invalid setting: {error}", file=sys.stderr)
-        return 2
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, **uvicorn_options(settings)
-    )
-    DrainingServer(config).run()
-    return 0
-
-
-def serve_workers(settings: Settings, workers: int) -> int:
-    """Become the gunicorn master (exec, same pid): signals from a terminal, a supervisor or a
-    test reach it directly, and nothing this process imported crosses into the fleet.
-
-    The fleet reads everything from the environment (``gateway.gunicorn_conf``, then each
-    worker's settings), so the command line's choices travel there.
-    """
-    import os
-
-    env = {
-        **os.environ,
-        "GATEWAY_HOST": settings.host,
-        "GATEWAY_PORT": str(settings.port),
-        "GATEWAY_WORKERS": str(workers),
-    }
-    argv = [sys.executable, "-m", "gunicorn", "--config", "python:gateway.gunicorn_conf"]
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, [*argv, "gateway.app:app"], env)
 
 
 if __name__ == "__main__":

@@ -34,15 +34,24 @@ INVALID_UTF8 = Disconnect(1007, "policy", "invalid utf-8", reconnect=False)
 PROTOCOL_ERROR = Disconnect(1002, "policy", "protocol error", reconnect=False)
 SERVER_ERROR = Disconnect(1011, "error", "server error", reconnect=True)
 
-CLOSE_REASONS = (
-    "client",
-    "idle_timeout",
-    "heartbeat_timeout",
-    "slow_consumer",
-    "drain",
-    "policy",
-    "error",
+CATALOGUE = (
+    CLIENT,
+    IDLE_TIMEOUT,
+    HEARTBEAT_TIMEOUT,
+    SLOW_CONSUMER,
+    CONNECTION_LIMIT,
+    DRAIN,
+    POLICY,
+    ABUSE,
+    DUPLICATE,
+    TOKEN_EXPIRED,
+    MESSAGE_TOO_BIG,
+    INVALID_UTF8,
+    PROTOCOL_ERROR,
+    SERVER_ERROR,
 )
+CLOSE_REASONS = tuple(dict.fromkeys(disconnect.reason for disconnect in CATALOGUE))
+"""The ``reason`` labels of ``gateway_connections_closed_total``, in catalogue order."""
 
 
 def from_peer_close(code: int) -> Disconnect:

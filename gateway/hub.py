@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import random
 import time
@@ -17,50 +16,35 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway import disconnect, metrics, tracing
-from gateway.admission import Admission
-from gateway.broker import BrokerUnavailable, Envelope, create_broker, room_channel, user_channel
+from gateway.broker import Broker, BrokerUnavailable, Envelope, room_channel, room_of, user_channel
 from gateway.disconnect import Disconnect
 from gateway.identity import skeletons
 from gateway.outbox import OutFrame
-from gateway.presence import USER_ROOM, create_presence
-from gateway.protocol import DEFAULT_ROOM, Codec, ErrorCode, ProtocolError
-from gateway.ratelimit import MessageRateLimiter
-from gateway.session import RoomCursor, Session
+from gateway.presence import USER_ROOM, Presence
+from gateway.protocol import DEFAULT_ROOM, ErrorCode, ProtocolError
+from gateway.session import Session
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.hub")
-ROOM_PREFIX = "room:"
 
 
 class Hub:
-    def __init__(self, settings: Settings) -> None:
+    """Membership (attach, join, leave, detach), publishing, local fan-out and the idle reaper
+    of one worker. Implements :class:`gateway.session.Rooms` for its sessions."""
+
+    def __init__(self, settings: Settings, broker: Broker, presence: Presence) -> None:
         self.settings = settings
-        self.codec = Codec(settings.max_message_bytes)
-        self.broker = create_broker(settings.broker_url, self.deliver, settings.history_size)
-        self.presence = create_presence(
-            settings.broker_url, settings.presence_ttl, settings.heartbeat_timeout
-        )
-        self.limiter = MessageRateLimiter(settings.rate_limit, settings.broker_url)
-        self.admission = Admission(settings)
+        self.broker = broker
+        self.presence = presence
         self.sessions: set[Session] = set()
         self._members: dict[str, set[Session]] = {}
         self._users: dict[str, set[Session]] = {}
         self._claims: dict[Session, tuple[str, ...]] = {}
         """The id keys each session with an unshared id claimed (:mod:`gateway.identity`)."""
         self._subscribing: dict[str, asyncio.Future[None]] = {}
-        self._anonymous_ids = itertools.count(self._first_anonymous_id(settings))
-        self._connection_ids = itertools.count(1)
         self._reaper: asyncio.Task[None] | None = None
-        self.draining = False
-        """Set by :func:`gateway.lifecycle.drain`: readiness off, new connections sent away."""
-        self.connections: dict[Session, asyncio.Task[Any]] = {}
-        """Every running connection task, attached or not (yet), so a drain can wait for its
-        last ``left`` event and cut it at the deadline."""
 
-    async def start(self) -> None:
-        await self.broker.start()
-        metrics.BROKER_UP.set(1 if self.broker.ready else 0)
-        await self.presence.start()
+    def start(self) -> None:
         if self.settings.idle_timeout > 0:
             self._reaper = asyncio.create_task(self._reap_idle(), name="gateway-idle-reaper")
 
@@ -69,24 +53,6 @@ class Hub:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
-        await self.presence.aclose()
-        await self.broker.aclose()
-        await self.limiter.aclose()
-
-    @property
-    def ready(self) -> bool:
-        return self.broker.ready
-
-    @staticmethod
-    def _first_anonymous_id(settings: Settings) -> int:
-        """One process counts from 1 like the seed; a fleet's workers must not hand out twins."""
-        return 1 if not settings.uses_shared_broker else random.randrange(10**9) * 10**6 + 1
-
-    def anonymous_user(self) -> str:
-        return f"anonymous-{next(self._anonymous_ids)}"
-
-    def connection_id(self) -> str:
-        return f"{id(self):x}-{next(self._connection_ids)}"
 
     def stop_delivery(self, session: Session) -> bool:
         """Mark the session as leaving (a drain) and take it out of the fan-out at once.
@@ -95,9 +61,8 @@ class Hub:
         history. Sessions drained together then never see each other's ``left`` events, and
         the read loop ignores what the client sends. False if it was already closing.
         """
-        if session.closing is not None:
+        if not session.leave_for_drain():
             return False
-        session.closing = disconnect.DRAIN
         for channel in (*map(room_channel, session.rooms), user_channel(session.user)):
             members = self._members.get(channel)
             if members is not None:
@@ -216,8 +181,7 @@ class Hub:
             limit = self.settings.max_rooms_per_connection
             session.reject(ProtocolError(ErrorCode.FORBIDDEN, f"at most {limit} rooms at once"))
             return False
-        cursor = session.rooms[room] = RoomCursor()
-        session.current_room = room
+        cursor = session.enter(room)
         await self._subscribe(room_channel(room), session)
         cursor.start(await self.broker.last_id(room_channel(room)))
         await self.presence.add(room, session.user, session.connection_id)
@@ -230,10 +194,8 @@ class Hub:
         return True
 
     async def leave(self, session: Session, room: str) -> None:
-        if session.rooms.pop(room, None) is None:
+        if not session.exit(room):
             return
-        if session.current_room == room:
-            session.current_room = next(iter(session.rooms), DEFAULT_ROOM)
         await self._unsubscribe(room_channel(room), session)
         await self.presence.remove(room, session.user, session.connection_id)
         with contextlib.suppress(BrokerUnavailable):
@@ -322,15 +284,13 @@ class Hub:
         if not members:
             return
         channel = envelope.channel
-        room = channel[len(ROOM_PREFIX) :] if channel.startswith(ROOM_PREFIX) else None
+        room = room_of(channel)
         frame = OutFrame(envelope.event, channel, envelope.seq)
         with tracing.broadcast_span(self.broker, envelope, len(members)):
             started = time.perf_counter()
-            written = 0
             for session in list(members):
-                written += session.deliver(frame, room)
+                session.deliver(frame, room)
             elapsed = time.perf_counter() - started
-        metrics.MESSAGES_DELIVERED.inc(written)
         metrics.BROADCAST_DURATION.observe(elapsed)
         metrics.BROADCAST_RECIPIENTS.observe(len(members))
         metrics.DELIVERY_LATENCY.observe(max(time.time() - envelope.accepted_at, 0.0))

@@ -20,8 +20,6 @@ from typing import Any
 
 from opentelemetry import trace
 
-from gateway.auth import redact_credentials
-
 FORMATS = ("auto", "json", "text")
 
 _connection_id: ContextVar[str | None] = ContextVar("gateway_connection_id", default=None)
@@ -42,7 +40,7 @@ def bind_connection(connection_id: str, user: str) -> None:
 
 
 def redact(message: str) -> str:
-    """Tokens, JWTs and credential headers out (the security rules of :mod:`gateway.auth`)."""
+    """Tokens, JWTs and credential headers out of a log line (see :func:`redact_credentials`)."""
     return redact_credentials(_SECRET.sub(r"\1[redacted]", message))
 
 
@@ -148,3 +146,49 @@ def logging_config(level: str = "info", style: str = "auto") -> dict[str, Any]:
 
 def configure(level: str = "info", style: str = "auto") -> None:
     logging.config.dictConfig(logging_config(level, style))
+
+
+_CREDENTIALS = (
+    (re.compile(r"eyJ[\w-]*\.[\w-]*\.[\w-]*"), "[redacted-jwt]"),
+    (re.compile(r"(?i)((?:^|[?&\s])(?:access_)?token=)[^&\s\"']+"), r"\1[redacted]"),
+    (re.compile(r"(?i)((?:proxy-)?authorization:|cookie:)[^\n]*"), r"\1 [redacted]"),
+)
+CREDENTIAL_LOGGERS = ("uvicorn.error", "uvicorn.access", "gunicorn.error", "gunicorn.access")
+"""Loggers of the servers, which write request lines and, at debug level, every handshake
+header (``Sec-WebSocket-Protocol`` carries the token, ``Authorization`` the API key)."""
+
+
+def redact_credentials(text: str) -> str:
+    for pattern, replacement in _CREDENTIALS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class CredentialFilter(logging.Filter):
+    """Scrubs tokens and credential headers from a record before any handler formats it, so no
+    log configuration (ours, gunicorn's, an operator's) can write one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact_credentials(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_scrub(arg) for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {key: _scrub(value) for key, value in record.args.items()}
+        return True
+
+
+def _scrub(value: object) -> object:
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    text = str(value)
+    redacted = redact_credentials(text)
+    return value if redacted == text else redacted
+
+
+def install_log_redaction() -> None:
+    """Attach :class:`CredentialFilter` to the server loggers (idempotent)."""
+    for name in CREDENTIAL_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, CredentialFilter) for existing in logger.filters):
+            logger.addFilter(CredentialFilter())

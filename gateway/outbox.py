@@ -76,6 +76,9 @@ class FrameSink(Protocol):
 
     async def close(self, code: int, reason: str) -> None: ...
 
+    def abort(self) -> bool:
+        """Cut the connection without a closing handshake; False where the server can't."""
+
 
 class Outbox:
     """A connection's send queue and its writer task, both created only when needed.
@@ -122,28 +125,27 @@ class Outbox:
         """Whether the writer is done for good: the close was sent or the peer is gone."""
         return self._finished
 
-    def offer(self, frame: OutFrame) -> int:
-        """Queue or write ``frame``; returns how many messages were written to the socket now."""
+    def offer(self, frame: OutFrame) -> None:
+        """Write ``frame`` now when the socket takes it, else queue it for the writer task."""
         if self.closing is not None:
-            return 0
+            return
         if self._writer is None and not self._queue and self.sink.writable_now():
             data = frame.wire(self.wire)
-            if data is None:
-                return 0
-            self.sink.write_now(data)
-            return 1
+            if data is not None:
+                self.sink.write_now(data)
+                count_delivered(1)
+            return
         payload = frame.payload(self.wire)
         if payload is None:
-            return 0
+            return
         queue = self._queue
         if queue is None:
             queue = self._queue = deque()
         if len(queue) >= self.limit:
             self.on_overflow()
-            return 0
+            return
         queue.append(payload)
         self._start_writer()
-        return 0
 
     def close(self, disconnect: Disconnect, *, flush: bool) -> None:
         """Ask the writer to close after flushing what is queued (``flush``) or dropping it."""
@@ -167,7 +169,7 @@ class Outbox:
             while queue := self._queue:
                 payload, count = self._take_batch(queue)
                 if await self._send(payload):
-                    metrics.MESSAGES_DELIVERED.inc(count)
+                    count_delivered(count)
             if self.closing is None:
                 self._queue = None
                 return
@@ -205,3 +207,40 @@ class Outbox:
 
 def _nothing() -> None:
     pass
+
+
+class _DeliveryCount:
+    """Frames written by every outbox of the process, folded into
+    ``gateway_messages_delivered_total`` once per loop tick: a fan-out to N recipients costs
+    one metric update, not N (a multiprocess counter update takes a lock and an mmap write)."""
+
+    __slots__ = ("loop", "pending")
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def add(self, count: int) -> None:
+        if not self.pending:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (a synchronous caller): count at once
+                metrics.MESSAGES_DELIVERED.inc(count)
+                return
+            loop.call_soon(self.fold)
+            self.loop = loop
+        elif self.loop is not None and self.loop.is_closed():
+            self.fold()  # the loop that was to fold went away before its next tick
+            self.add(count)
+            return
+        self.pending += count
+
+    def fold(self) -> None:
+        pending, self.pending = self.pending, 0
+        if pending:
+            metrics.MESSAGES_DELIVERED.inc(pending)
+
+
+_delivered = _DeliveryCount()
+count_delivered = _delivered.add
+"""Count frames written to a socket (the only place deliveries are counted)."""

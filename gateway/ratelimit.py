@@ -1,4 +1,5 @@
-"""Rate limits: chat messages per client (shared by the workers) and commands per connection.
+"""Rate limits: chat messages per client (shared by the workers), handshakes per IP (per
+worker), and commands per connection.
 
 The seed counted messages per client in a window (10 per 60 s); the moving window of the
 `limits` library keeps that meaning exactly, and its Redis storage lets several workers share
@@ -9,6 +10,7 @@ one budget. Commands (join, leave, resume, ping) are limited per connection, in-
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -53,36 +55,47 @@ class CommandBudget:
         return True
 
 
-class MessageRateLimiter:
-    """``broker_url``: with Redis, every worker and host draws on one budget per client."""
+class MovingWindowLimiter:
+    """``rate`` hits per key on the `limits` library's moving window.
 
-    def __init__(self, rate: RateLimit, broker_url: str = "memory://") -> None:
+    ``storage_url`` ``memory://`` keeps the window in this process; a Redis broker URL shares it
+    with every worker and host (the chat message budget). A storage that cannot be reached
+    admits: for messages, the publish that follows fails with an error frame anyway, so
+    admitting loses nothing and drops no connection.
+    """
+
+    def __init__(self, rate: RateLimit, namespace: str, storage_url: str = "memory://") -> None:
         self.enabled = rate.enabled
-        self._item = RateLimitItemPerSecond(max(rate.messages, 1), max(rate.window_seconds, 1))
+        self.namespace = namespace
+        self.window = max(rate.window_seconds, 1)
+        self._item = RateLimitItemPerSecond(max(rate.messages, 1), self.window)
         self._pool: Any = None
-        self._limiter = MovingWindowRateLimiter(self._storage(broker_url))
+        self._limiter = MovingWindowRateLimiter(self._storage(storage_url))
 
-    async def allow(self, client_key: str) -> bool:
+    async def allow(self, key: str) -> bool:
         if not self.enabled:
             return True
         try:
-            return await self._limiter.hit(self._item, "messages", client_key)
+            return await self._limiter.hit(self._item, self.namespace, key)
         except StorageError as error:
-            # Redis is unreachable: the publish that follows fails with an error frame anyway,
-            # so admitting the message here loses nothing and drops no connection.
             log.debug("rate limit storage unavailable: %s", error.storage_error)
             return True
+
+    async def retry_after(self, key: str) -> int:
+        """Seconds until ``key`` may hit again (1 at least, the window at most)."""
+        stats = await self._limiter.get_window_stats(self._item, self.namespace, key)
+        return max(1, min(self.window, round(stats.reset_time - time.time())))
 
     async def aclose(self) -> None:
         if self._pool is not None:
             await self._pool.disconnect()
 
-    def _storage(self, broker_url: str) -> Any:
-        if urlsplit(broker_url).scheme not in {"redis", "rediss"}:
+    def _storage(self, storage_url: str) -> Any:
+        if urlsplit(storage_url).scheme not in {"redis", "rediss"}:
             return storage_from_string("async+memory://")
         from gateway.broker.redis import connection_pool, split_url
 
-        url, prefix = split_url(broker_url)
+        url, prefix = split_url(storage_url)
         # Our own pool, bounded and failing fast like the broker's clients; closed by aclose.
         self._pool = connection_pool(url, retries=1)
         options: dict[str, Any] = {
@@ -92,3 +105,15 @@ class MessageRateLimiter:
             "connection_pool": self._pool,
         }
         return storage_from_string(f"async+{url}", **options)
+
+
+def message_limiter(rate: RateLimit, broker_url: str = "memory://") -> MovingWindowLimiter:
+    """Chat messages per client: with Redis, every worker and host draws on one budget."""
+    return MovingWindowLimiter(rate, "messages", broker_url)
+
+
+def connect_limiter(rate: RateLimit) -> MovingWindowLimiter:
+    """Handshakes per client IP, per worker and in memory on purpose: the handshake path stays
+    free of network round trips, and the limit guards this worker's accept loop, which is what a
+    connection flood exhausts."""
+    return MovingWindowLimiter(rate, "connect")

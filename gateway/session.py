@@ -1,8 +1,9 @@
 """One connection's chat logic: identity, rooms, validation, rate limit, resume. No sockets.
 
 The transport feeds it client frames; it answers through its :class:`~gateway.outbox.Outbox`
-and asks the :class:`~gateway.hub.Hub` to join, leave and publish. That split lets every rule
-here be tested with a fake sink and the memory broker.
+and asks its :class:`Rooms` (the hub) to join, leave and publish. Its collaborators come in one
+:class:`SessionServices` built by the composition root (:mod:`gateway.node`), so every rule
+here can be tested with a fake sink and the memory broker, and this module imports no hub.
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from gateway import disconnect, metrics
-from gateway.broker import BrokerUnavailable, Envelope, room_channel
+from gateway.broker import Broker, BrokerUnavailable, Envelope, room_channel
 from gateway.disconnect import Disconnect
 from gateway.outbox import Outbox, OutFrame
+from gateway.presence import Presence
 from gateway.protocol import (
     DEFAULT_ROOM,
+    Codec,
     ErrorCode,
     Join,
     Leave,
@@ -30,10 +33,8 @@ from gateway.protocol import (
     WireFormat,
     error_event,
 )
-from gateway.ratelimit import CommandBudget
-
-if TYPE_CHECKING:
-    from gateway.hub import Hub
+from gateway.ratelimit import CommandBudget, MovingWindowLimiter
+from gateway.settings import RateLimit
 
 log = logging.getLogger("gateway.session")
 NOT_SENT = "message not sent: broker unavailable, retry"
@@ -62,17 +63,47 @@ class RoomCursor:
         self.last_seq = self.floor = self.since = last_id
 
 
+class Rooms(Protocol):
+    """What a session asks of the hub (:class:`gateway.hub.Hub`)."""
+
+    async def join(self, session: Session, room: str, *, hold: bool = False) -> bool: ...
+
+    async def leave(self, session: Session, room: str) -> None: ...
+
+    async def publish_message(
+        self, room: str, sender: str, text: str, source: str | None = None
+    ) -> Envelope: ...
+
+    async def publish_direct(self, sender: str, to: str, text: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SessionServices:
+    """What every session of a node shares, built once by :class:`gateway.node.Node`."""
+
+    rooms: Rooms
+    codec: Codec
+    broker: Broker
+    """For history on resume."""
+    presence: Presence
+    """For whether a direct message's recipient is online."""
+    message_limit: MovingWindowLimiter
+    command_rate: RateLimit
+    strikes: int
+    """``GATEWAY_RATE_LIMIT_STRIKES``."""
+
+
 class Session:
     __slots__ = (
         "closing",
         "commands",
         "connection_id",
         "current_room",
-        "hub",
         "last_activity",
         "may_join",
         "outbox",
         "rooms",
+        "services",
         "strikes",
         "user",
         "wire",
@@ -80,13 +111,13 @@ class Session:
 
     def __init__(
         self,
-        hub: Hub,
+        services: SessionServices,
         user: str,
         connection_id: str,
         wire: WireFormat,
         outbox: Outbox,
     ) -> None:
-        self.hub = hub
+        self.services = services
         self.user = user
         self.connection_id = connection_id
         self.wire = wire
@@ -95,7 +126,7 @@ class Session:
         self.current_room = DEFAULT_ROOM
         self.last_activity = time.monotonic()
         self.strikes = 0
-        rate = hub.settings.command_rate_limit
+        rate = services.command_rate
         self.commands = CommandBudget(rate, self.last_activity) if rate.enabled else None
         """Joins, leaves, resumes and pings this connection may still send (None: no limit)."""
         self.closing: Disconnect | None = None
@@ -106,11 +137,34 @@ class Session:
     def __repr__(self) -> str:
         return f"<Session {self.connection_id} user={self.user!r}>"
 
+    # Membership, as the hub decides it
+
+    def enter(self, room: str) -> RoomCursor:
+        """A new cursor for ``room``, which becomes the current room (where plain text goes)."""
+        cursor = self.rooms[room] = RoomCursor()
+        self.current_room = room
+        return cursor
+
+    def exit(self, room: str) -> bool:
+        """Forget ``room``; False if the session was not in it."""
+        if self.rooms.pop(room, None) is None:
+            return False
+        if self.current_room == room:
+            self.current_room = next(iter(self.rooms), DEFAULT_ROOM)
+        return True
+
+    def leave_for_drain(self) -> bool:
+        """Mark the session as leaving with the drain; False if it was already closing."""
+        if self.closing is not None:
+            return False
+        self.closing = disconnect.DRAIN
+        return True
+
     # Inbound
 
     async def on_text(self, frame: str) -> None:
         now = self.last_activity = time.monotonic()
-        command = self.hub.codec.parse(frame, self.wire)
+        command = self.services.codec.parse(frame, self.wire)
         if isinstance(command, LIMITED_COMMANDS) and not self._command_allowed(now):
             return
         if isinstance(command, ProtocolError):
@@ -120,7 +174,7 @@ class Session:
         elif isinstance(command, SendDirect):
             await self._direct(command)
         elif isinstance(command, Join):
-            await self.hub.join(self, command.room)
+            await self.services.rooms.join(self, command.room)
         elif isinstance(command, Leave):
             await self._leave(command.room)
         elif isinstance(command, Resume):
@@ -137,7 +191,7 @@ class Session:
         if not self._is_member(room) or not await self._within_rate():
             return
         try:
-            await self.hub.publish_message(room, self.user, command.text)
+            await self.services.rooms.publish_message(room, self.user, command.text)
         except BrokerUnavailable:
             self.send_error(ErrorCode.UNAVAILABLE, NOT_SENT)
 
@@ -145,15 +199,15 @@ class Session:
         if not await self._within_rate():
             return
         try:
-            if await self.hub.presence.connections_of(command.to) == 0:
+            if await self.services.presence.connections_of(command.to) == 0:
                 self.send_error(ErrorCode.INVALID, f"user {command.to!r} is not online")
                 return
-            await self.hub.publish_direct(self.user, command.to, command.text)
+            await self.services.rooms.publish_direct(self.user, command.to, command.text)
         except BrokerUnavailable:
             self.send_error(ErrorCode.UNAVAILABLE, NOT_SENT)
 
     async def _within_rate(self) -> bool:
-        return self._strike_unless(await self.hub.limiter.allow(self.user))
+        return self._strike_unless(await self.services.message_limit.allow(self.user))
 
     def _command_allowed(self, now: float) -> bool:
         return self.commands is None or self._strike_unless(self.commands.allow(now))
@@ -165,7 +219,7 @@ class Session:
             return True
         self.reject(ProtocolError(ErrorCode.RATE_LIMITED, "Rate limit exceeded. Slow down."))
         self.strikes += 1
-        if self.strikes >= self.hub.settings.rate_limit_strikes:
+        if self.strikes >= self.services.strikes:
             self.close(disconnect.ABUSE)
         return False
 
@@ -178,7 +232,7 @@ class Session:
     async def _leave(self, room: str) -> None:
         if not self._is_member(room):
             return
-        await self.hub.leave(self, room)
+        await self.services.rooms.leave(self, room)
         self.send({"type": "left", "room": room})
 
     async def resume(self, room: str, after: int) -> None:
@@ -188,13 +242,13 @@ class Session:
         ``joined``, the replay, ``resumed``, then live. In a joined room it replays only what
         this connection was not offered yet.
         """
-        if room not in self.rooms and not await self.hub.join(self, room, hold=True):
+        if room not in self.rooms and not await self.services.rooms.join(self, room, hold=True):
             return
         cursor = self.rooms[room]
         if cursor.held is None:
             cursor.held = []
         try:
-            history = await self.hub.broker.history(room_channel(room), after)
+            history = await self.services.broker.history(room_channel(room), after)
         except BrokerUnavailable:
             self.send_error(ErrorCode.UNAVAILABLE, "history unavailable, retry resume")
             self.release_held(cursor)
@@ -210,49 +264,48 @@ class Session:
 
     def _replay(self, cursor: RoomCursor, messages: list[Envelope]) -> int:
         """Offer the kept messages this connection was not offered yet; returns how many."""
-        passed = written = 0
+        passed = 0
         for envelope in messages:
             seq = envelope.seq
             if cursor.floor < seq <= cursor.last_seq:
                 continue
             cursor.last_seq = max(cursor.last_seq, seq)
             passed += 1
-            written += self.outbox.offer(OutFrame(envelope.event, seq=seq))
-        metrics.MESSAGES_DELIVERED.inc(written)
+            self.outbox.offer(OutFrame(envelope.event, seq=seq))
         return passed
 
     def release_held(self, cursor: RoomCursor) -> int:
         """Stop holding; offer the held frames newer than the cursor, returns how many."""
         held, cursor.held = cursor.held or [], None
-        passed = written = 0
+        passed = 0
         for frame in held:
             if frame.seq > cursor.last_seq:
                 cursor.last_seq = frame.seq
                 passed += 1
-                written += self.outbox.offer(frame)
-        metrics.MESSAGES_DELIVERED.inc(written)
+                self.outbox.offer(frame)
         return passed
 
     # Outbound
 
-    def deliver(self, frame: OutFrame, room: str | None) -> int:
+    def deliver(self, frame: OutFrame, room: str | None) -> None:
         """Called by the hub's fan-out for every local recipient; never awaits."""
         cursor = self.rooms.get(room) if room is not None else None
         if cursor is None or not frame.seq:
-            return self.outbox.offer(frame)
+            self.outbox.offer(frame)
+            return
         if cursor.held is not None:
             if len(cursor.held) >= self.outbox.limit:
                 self._slow_consumer()  # held frames count against the send queue
-                return 0
+                return
             cursor.held.append(frame)
-            return 0
+            return
         if frame.seq <= cursor.last_seq:
-            return 0
+            return
         cursor.last_seq = frame.seq
-        return self.outbox.offer(frame)
+        self.outbox.offer(frame)
 
     def send(self, event: dict[str, Any]) -> None:
-        metrics.MESSAGES_DELIVERED.inc(self.outbox.offer(OutFrame(event)))
+        self.outbox.offer(OutFrame(event))
 
     def send_error(self, code: ErrorCode, detail: str) -> None:
         self.send(error_event(ProtocolError(code, detail)))

@@ -27,11 +27,10 @@ from opentelemetry.propagate import extract, inject
 from opentelemetry.trace import Link, SpanKind, Tracer
 
 from gateway import __version__
-from gateway.broker import Broker, Envelope
+from gateway.broker import Broker, Envelope, room_channel, room_of, user_channel
 from gateway.logs import redact
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.util.http import ExcludeList
@@ -167,25 +166,7 @@ def flush(timeout_seconds: float = 5.0) -> None:
         _provider.force_flush(int(timeout_seconds * 1000))
 
 
-def instrument(app: FastAPI) -> None:
-    """Trace HTTP routes (the chat WebSockets bypass FastAPI: :func:`connection_span`).
-
-    Any WebSocket FastAPI still routes gets a span but no span per ``send``/``receive`` (one
-    per chat frame would flood a backend). The instrumentor resolves the global provider
-    lazily, so it may run before :func:`start` sets it (the middleware stack is built on the
-    first call).
-    """
-    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-
-    FastAPIInstrumentor.instrument_app(
-        app,
-        exclude_spans=["send", "receive"],
-        excluded_urls=_excluded_urls(),
-        server_request_hook=_scrub_token,
-    )
-
-
-def _excluded_urls() -> str:
+def excluded_urls() -> str:
     return os.environ.get("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", "/healthz,/readyz,/metrics")
 
 
@@ -194,13 +175,13 @@ def _excluded_url_list() -> ExcludeList | None:
     """Parsed once per process, as the instrumentation does, not once per connection."""
     from opentelemetry.util.http import parse_excluded_urls
 
-    return parse_excluded_urls(_excluded_urls())
+    return parse_excluded_urls(excluded_urls())
 
 
 def connection_span(scope: MutableMapping[str, Any], route: str) -> AbstractContextManager[Any]:
     """The ``SERVER`` span of a chat WebSocket, for the connection's life.
 
-    The chat WebSockets bypass FastAPI (see :mod:`gateway.app`), so its instrumentation does
+    The chat WebSockets bypass FastAPI (see :mod:`gateway.server.app`), so its instrumentation does
     not see them; this is the span it would have opened: ``HTTP <route>``, the request's
     attributes with the token scrubbed from the URL, a child of an incoming ``traceparent``,
     skipped for URLs in ``OTEL_PYTHON_FASTAPI_EXCLUDED_URLS``. Its messages link to it
@@ -233,7 +214,7 @@ def connection_span(scope: MutableMapping[str, Any], route: str) -> AbstractCont
 _URL_ATTRIBUTES = ("http.url", "http.target", "url.full", "url.query")
 
 
-def _scrub_token(span: Any, scope: dict[str, Any]) -> None:
+def scrub_token(span: Any, scope: dict[str, Any]) -> None:
     """A WebSocket token may ride in the query string: keep it out of the span's URL."""
     if b"token=" not in scope.get("query_string", b"") or not span.is_recording():
         return
@@ -331,7 +312,7 @@ _NO_SPAN = contextlib.nullcontext(None)
 
 def _destination(channel: str) -> tuple[str, str]:
     """(name, template): rooms are named by the room (SPEC), users by their channel."""
-    kind, _, name = channel.partition(":")
-    if kind == "room":
-        return name, "room:{room}"
-    return channel, f"{kind}:{{{kind}}}"
+    room = room_of(channel)
+    if room is not None:
+        return room, room_channel("{room}")
+    return channel, user_channel("{user}")

@@ -51,6 +51,9 @@ class _DiscardSink:
     async def close(self, code: int, reason: str) -> None:
         pass
 
+    def abort(self) -> bool:
+        return False
+
 
 class _NoMetric:
     def inc(self, amount: float = 1) -> None:
@@ -98,17 +101,17 @@ def _tracing(mode: str) -> Any:
 
 
 async def _publish_loop(recipients: int, messages: int, rounds: int) -> list[float]:
-    from gateway.hub import Hub
+    from gateway.node import Node
     from gateway.outbox import Outbox
     from gateway.protocol import WireFormat
-    from gateway.session import Session
     from gateway.settings import RateLimit, load_settings
 
-    hub = Hub(load_settings(rate_limit=RateLimit(0, 0), idle_timeout=0, send_queue=10))
-    await hub.start()
+    node = Node(load_settings(rate_limit=RateLimit(0, 0), idle_timeout=0, send_queue=10))
+    hub = node.hub
+    await node.start()
     for n in range(recipients):
         outbox = Outbox(_DiscardSink(), WireFormat.JSON, 10)
-        session = Session(hub, f"user-{n}", hub.connection_id(), WireFormat.JSON, outbox)
+        session = node.new_session(f"user-{n}", WireFormat.JSON, outbox)
         await hub.attach(session, allow_duplicate=False)
     per_message = []
     for _ in range(rounds):
@@ -116,7 +119,7 @@ async def _publish_loop(recipients: int, messages: int, rounds: int) -> list[flo
         for _ in range(messages):
             await hub.publish_message("lobby", "user-0", "hello")
         per_message.append((time.process_time() - started) / messages * 1e6)
-    await hub.aclose()
+    await node.aclose()
     return per_message
 
 

@@ -11,6 +11,7 @@ from gateway.broker.base import (
     Envelope,
     History,
     room_channel,
+    room_of,
     user_channel,
 )
 
@@ -22,6 +23,7 @@ __all__ = [
     "History",
     "create_broker",
     "room_channel",
+    "room_of",
     "user_channel",
 ]
 

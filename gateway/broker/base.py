@@ -62,12 +62,22 @@ class History:
 DeliverFn = Callable[[Envelope], None]
 
 
+ROOM_PREFIX = "room:"
+USER_PREFIX = "user:"
+"""Channel names: the one place that builds and reads them (rooms and users never collide)."""
+
+
 def room_channel(room: str) -> str:
-    return f"room:{room}"
+    return ROOM_PREFIX + room
 
 
 def user_channel(user: str) -> str:
-    return f"user:{user}"
+    return USER_PREFIX + user
+
+
+def room_of(channel: str) -> str | None:
+    """The room a channel carries, or None for a user's channel."""
+    return channel[len(ROOM_PREFIX) :] if channel.startswith(ROOM_PREFIX) else None
 
 
 class Broker(ABC):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections import deque
 
+from gateway import metrics
 from gateway.broker.base import Broker, DeliverFn, Envelope, History
 
 
@@ -23,6 +24,9 @@ class MemoryBroker(Broker):
         self._sequences: dict[str, int] = {}
         self._bases: dict[str, int] = {}
         self._history: dict[str, deque[Envelope]] = {}
+
+    async def start(self) -> None:
+        metrics.BROKER_UP.set(1)  # in this process: up for as long as the process lives
 
     async def publish(self, envelope: Envelope, *, keep: bool) -> Envelope:
         if keep:

@@ -1,7 +1,7 @@
 """Experiment: the gateway without write corking, to measure what corking wins in the same run.
 
 Shipped, a socket's second and later frames of one event-loop tick wait for one combined write
-(gateway/corking.py). Here every frame is written to its socket at once, one ``send()`` per
+(gateway/server/corking.py). Here every frame is written to its socket at once, one ``send()`` per
 delivery, as the gateway did before corking.
 
     python -m loadtest.experiments.uncorked serve --host 127.0.0.1 --port 8000
@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 
 from gateway.cli import main
-from gateway.wsprotocol import GatewayWebSocketProtocol
+from gateway.server.wsprotocol import GatewayWebSocketProtocol
 
 
 def _write_at_once(self: GatewayWebSocketProtocol, data: bytes) -> None:

@@ -51,7 +51,7 @@ def drain_env(drain_timeout: float) -> dict[str, str]:
 
 def drain_log(server: GatewayProcess) -> dict[str, Any]:
     lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
-    found = [line for line in lines if line.get("logger") == "gateway.lifecycle"]
+    found = [line for line in lines if line.get("logger") == "gateway.drain"]
     assert len(found) == 1, f"expected one drain log line, got {found}"
     return found[0]
 

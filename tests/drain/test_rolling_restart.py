@@ -60,7 +60,7 @@ def gateway_env(redis_url: str) -> dict[str, str]:
 
 
 def drain_lines(server: GatewayProcess) -> list[dict[str, Any]]:
-    return [line for line in log_records(server) if line.get("logger") == "gateway.lifecycle"]
+    return [line for line in log_records(server) if line.get("logger") == "gateway.drain"]
 
 
 @pytest.fixture

@@ -148,7 +148,7 @@ async def test_max_requests_recycling_drains_the_worker(redis_url: str) -> None:
 
 def graceful_timeout(env: dict[str, str]) -> float:
     """gunicorn's graceful_timeout as the project's config computes it under ``env``."""
-    code = "import gateway.gunicorn_conf as c; print(c.graceful_timeout)"
+    code = "import gateway.server.gunicorn_conf as c; print(c.graceful_timeout)"
     output = subprocess.run(
         [sys.executable, "-c", code],
         env={**os.environ, **env},

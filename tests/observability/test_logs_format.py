@@ -124,13 +124,13 @@ def test_exceptions_stay_inside_the_one_line(
 
 
 def test_console_format_for_terminals() -> None:
-    record = logging.LogRecord("gateway.transport", logging.INFO, "", 0, "opened", (), None)
+    record = logging.LogRecord("gateway.server.transport", logging.INFO, "", 0, "opened", (), None)
     record.reason = "client"
     record.detail = "client closed"
     line = logs.ConsoleFormatter().format(record)
     assert 'detail="client closed"' in line
     assert "INFO" in line
-    assert "gateway.transport: opened" in line
+    assert "gateway.server.transport: opened" in line
     assert "reason=client" in line
     assert not line.startswith("{")
     assert isinstance(logs.formatter("json"), logs.JsonFormatter)

@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind
 
 from gateway import tracing
 from gateway.broker import Envelope
-from gateway.hub import Hub
+from gateway.node import Node
 from gateway.outbox import Outbox
 from gateway.protocol import WireFormat
 from gateway.session import Session
@@ -54,16 +54,16 @@ def exporter() -> Iterator[InMemorySpanExporter]:
     provider.shutdown()
 
 
-async def started_hub() -> Hub:
-    hub = Hub(load_settings(rate_limit=RateLimit(0, 0), idle_timeout=0))
-    await hub.start()
-    return hub
+async def started_node() -> Node:
+    node = Node(load_settings(rate_limit=RateLimit(0, 0), idle_timeout=0))
+    await node.start()
+    return node
 
 
-async def attach(hub: Hub, user: str) -> Session:
+async def attach(node: Node, user: str) -> Session:
     outbox = Outbox(Sink(), WireFormat.JSON, 100)
-    session = Session(hub, user, hub.connection_id(), WireFormat.JSON, outbox)
-    assert await hub.attach(session, allow_duplicate=False) is None
+    session = node.new_session(user, WireFormat.JSON, outbox)
+    assert await node.hub.attach(session, allow_duplicate=False) is None
     return session
 
 
@@ -74,15 +74,15 @@ def named(spans: Any, name: str) -> list[ReadableSpan]:
 async def test_broadcast_span_is_a_child_of_the_publish_span(
     exporter: InMemorySpanExporter,
 ) -> None:
-    hub = await started_hub()
+    node = await started_node()
     try:
-        await attach(hub, "alice")
-        await attach(hub, "bob")
+        await attach(node, "alice")
+        await attach(node, "bob")
         exporter.clear()
-        envelope = await hub.publish_message("lobby", "alice", "hi")
+        envelope = await node.hub.publish_message("lobby", "alice", "hi")
         message_id = envelope.event["id"]
     finally:
-        await hub.aclose()
+        await node.aclose()
 
     spans = exporter.get_finished_spans()
     (publish,) = named(spans, "publish room:{room}")
@@ -111,14 +111,14 @@ async def test_trace_context_survives_the_envelope_to_another_worker(
     exporter: InMemorySpanExporter,
 ) -> None:
     """What Redis does between workers: serialise the envelope, deliver it in another hub."""
-    publisher, consumer = await started_hub(), await started_hub()
+    publisher, consumer = await started_node(), await started_node()
     try:
         await attach(consumer, "carol")
         envelope = Envelope("room:lobby", {"type": "message", "text": "x"}, 0.0)
         await tracing.publish(publisher.broker, envelope, keep=True)
         assert "traceparent" in envelope.trace
         exporter.clear()
-        consumer.deliver(Envelope.loads(envelope.dumps()))
+        consumer.hub.deliver(Envelope.loads(envelope.dumps()))
     finally:
         await publisher.aclose()
         await consumer.aclose()
@@ -136,13 +136,13 @@ async def test_websocket_messages_start_their_own_trace_linked_to_the_connection
     exporter: InMemorySpanExporter,
 ) -> None:
     """A connection's span lasts hours: its messages must not all pile into its trace."""
-    hub = await started_hub()
+    node = await started_node()
     connection_tracer = trace.get_tracer("test", tracer_provider=exporter_provider(exporter))
 
     async def connection() -> None:
         with connection_tracer.start_as_current_span("GET /ws/{client_id}") as ws_span:
             tracing.detach_connection_span()
-            session = await attach(hub, "dave")
+            session = await attach(node, "dave")
             await session.on_text("hello")
             ws_context.append(ws_span.get_span_context())
 
@@ -150,7 +150,7 @@ async def test_websocket_messages_start_their_own_trace_linked_to_the_connection
     try:
         await asyncio.create_task(connection())
     finally:
-        await hub.aclose()
+        await node.aclose()
     publishes = named(exporter.get_finished_spans(), "publish room:{room}")
     assert len(publishes) == 2  # the presence event of the join, then the message
     for publish in publishes:
@@ -166,16 +166,16 @@ def exporter_provider(exporter: InMemorySpanExporter) -> TracerProvider:
 
 async def test_tracing_off_does_no_span_work_and_carries_no_context() -> None:
     tracing.use_provider(None)
-    hub = await started_hub()
+    node = await started_node()
     try:
-        await attach(hub, "erin")
-        envelope = await hub.publish_message("lobby", "erin", "quiet")
+        await attach(node, "erin")
+        envelope = await node.hub.publish_message("lobby", "erin", "quiet")
         assert envelope.trace == {}
-        assert tracing.broadcast_span(hub.broker, envelope, 1) is tracing.broadcast_span(
-            hub.broker, envelope, 2
+        assert tracing.broadcast_span(node.broker, envelope, 1) is tracing.broadcast_span(
+            node.broker, envelope, 2
         )
     finally:
-        await hub.aclose()
+        await node.aclose()
 
 
 @pytest.mark.parametrize(

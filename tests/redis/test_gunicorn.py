@@ -45,7 +45,7 @@ def test_config_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
     )
     assert config["bind"] == ["127.0.0.1:9123"]
     assert config["workers"] == 3
-    assert config["worker_class"] == "gateway.workers.GatewayWorker"
+    assert config["worker_class"] == "gateway.server.worker.GatewayWorker"
     assert config["graceful_timeout"] == 18  # the drain, rounded up, plus 5 s
     assert config["preload_app"] is False
     assert config["max_requests"] == 0
@@ -74,9 +74,9 @@ def test_worker_runs_the_gateway_uvicorn_settings(monkeypatch: pytest.MonkeyPatc
     from gunicorn.config import Config
     from gunicorn.glogging import Logger
 
-    from gateway.handshake import GatewayHttpProtocol
-    from gateway.workers import GatewayWorker
-    from gateway.wsprotocol import GatewayWebSocketProtocol
+    from gateway.server.handshake import GatewayHttpProtocol
+    from gateway.server.worker import GatewayWorker
+    from gateway.server.wsprotocol import GatewayWebSocketProtocol
 
     monkeypatch.setenv("GATEWAY_HEARTBEAT_INTERVAL", "7")
     monkeypatch.setenv("GATEWAY_HEARTBEAT_TIMEOUT", "9")
@@ -104,7 +104,7 @@ def test_master_imports_nothing_that_must_not_cross_a_fork() -> None:
     """The master loads the config and the worker class; neither may import prometheus_client
     (multiprocess mode is chosen at its first import) nor build the app."""
     probe = (
-        "import sys, runpy; runpy.run_path(sys.argv[1]); import gateway.workers; "
+        "import sys, runpy; runpy.run_path(sys.argv[1]); import gateway.server.worker; "
         "bad = [m for m in ('prometheus_client', 'gateway.app', 'gateway.hub', 'redis') "
         "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
     )

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from gateway.broker import BrokerUnavailable, room_channel
 from gateway.broker.redis import POOL_SIZE, POOL_TIMEOUT, RedisBroker, connection_pool, split_url
 from gateway.presence.redis import RedisPresence
-from gateway.ratelimit import MessageRateLimiter
+from gateway.ratelimit import message_limiter
 from gateway.settings import RateLimit
 from tests.contract.test_backends import Inbox, message
 from tests.support.redis import RedisServer
@@ -169,8 +169,8 @@ async def test_presence_is_shared_and_a_dead_workers_entries_expire(workers: Wor
 
 
 async def test_rate_limit_budget_is_shared_by_workers(redis_url: str) -> None:
-    first = MessageRateLimiter(RateLimit(3, 60), redis_url)
-    second = MessageRateLimiter(RateLimit(3, 60), redis_url)
+    first = message_limiter(RateLimit(3, 60), redis_url)
+    second = message_limiter(RateLimit(3, 60), redis_url)
     try:
         allowed = [await first.allow("u"), await second.allow("u"), await first.allow("u")]
         assert allowed == [True] * 3
@@ -281,7 +281,7 @@ async def _online(presence: RedisPresence, room: str, expected: list[str]) -> bo
 async def test_rate_limiter_lets_messages_through_while_redis_is_down(
     own_redis: RedisServer,
 ) -> None:
-    limiter = MessageRateLimiter(RateLimit(1, 60), own_redis.url)
+    limiter = message_limiter(RateLimit(1, 60), own_redis.url)
     try:
         assert await limiter.allow("u")
         assert not await limiter.allow("u")

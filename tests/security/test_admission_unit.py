@@ -11,14 +11,13 @@ import pytest
 from gateway.admission import OriginPolicy, same_host
 from gateway.auth import (
     Authenticator,
-    CredentialFilter,
     Identity,
     TokenError,
     mint,
     parse_room_grants,
-    redact_credentials,
     token_from,
 )
+from gateway.logs import CredentialFilter, redact_credentials
 from gateway.settings import SettingsError, canonical_origin, load_settings
 from tests.security.helpers import SECRET, sign
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from gateway.app import create_app
 from gateway.broker import BrokerUnavailable
+from gateway.server.app import create_app
 from gateway.settings import load_settings
 
 
@@ -21,5 +21,5 @@ async def test_presence_api_answers_503_while_the_broker_is_unreachable(
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
         assert (await client.get("/api/rooms/lobby/presence")).status_code == 200
-        monkeypatch.setattr(app.state.hub.presence, "online", unreachable)
+        monkeypatch.setattr(app.state.node.presence, "online", unreachable)
         assert (await client.get("/api/rooms/lobby/presence")).status_code == 503

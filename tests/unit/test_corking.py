@@ -11,9 +11,9 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 from websockets.protocol import State
 
-from gateway.corking import CORK_LIMIT
 from gateway.outbox import encode_text_frame
-from gateway.wsprotocol import GatewayWebSocketProtocol
+from gateway.server.corking import CORK_LIMIT
+from gateway.server.wsprotocol import GatewayWebSocketProtocol
 
 
 class RecordingTransport(asyncio.Transport):

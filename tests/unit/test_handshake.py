@@ -1,14 +1,14 @@
-"""How the handshake deadline and the socket cap are configured (gateway/handshake.py); their
+"""How the handshake deadline and the socket cap are configured (gateway/server/handshake.py); their
 behaviour against real sockets is in tests/hostile/test_slowloris.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from gateway.handshake import GatewayHttpProtocol, headroom
-from gateway.serving import uvicorn_options
+from gateway.server.handshake import GatewayHttpProtocol, headroom
+from gateway.server.options import uvicorn_options
+from gateway.server.wsprotocol import GatewayWebSocketProtocol
 from gateway.settings import SettingsError, load_settings
-from gateway.wsprotocol import GatewayWebSocketProtocol
 
 
 def test_headroom_lets_a_few_websockets_beyond_the_limit_hear_their_1013() -> None:

@@ -1,4 +1,4 @@
-"""The chat logic without sockets: hub, sessions and outboxes over the memory broker."""
+"""The chat logic without sockets: node, sessions and outboxes over the memory broker."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ import pytest
 
 from gateway import disconnect
 from gateway.broker import BrokerUnavailable, History
-from gateway.hub import Hub
+from gateway.node import Node
 from gateway.outbox import Outbox
 from gateway.protocol import WireFormat
-from gateway.session import Session
 from gateway.settings import RateLimit, load_settings
 
 
@@ -47,10 +46,10 @@ class FakeSink:
 
 
 class Client:
-    def __init__(self, hub: Hub, user: str, wire: WireFormat = WireFormat.JSON) -> None:
+    def __init__(self, node: Node, user: str, wire: WireFormat = WireFormat.JSON) -> None:
         self.sink = FakeSink()
-        self.outbox = Outbox(self.sink, wire, hub.settings.send_queue)
-        self.session = Session(hub, user, hub.connection_id(), wire, self.outbox)
+        self.outbox = Outbox(self.sink, wire, node.settings.send_queue)
+        self.session = node.new_session(user, wire, self.outbox)
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         return [event for event in self.sink.events() if kind is None or event["type"] == kind]
@@ -60,21 +59,21 @@ class Client:
 
 
 @pytest.fixture
-async def hub() -> Any:
-    hub = Hub(load_settings(rate_limit=RateLimit(0, 0), send_queue=5, idle_timeout=0))
-    await hub.start()
-    yield hub
-    await hub.aclose()
+async def node() -> Any:
+    node = Node(load_settings(rate_limit=RateLimit(0, 0), send_queue=5, idle_timeout=0))
+    await node.start()
+    yield node
+    await node.aclose()
 
 
-async def connect(hub: Hub, user: str, **kwargs: Any) -> Client:
-    client = Client(hub, user, **kwargs)
-    assert await hub.attach(client.session, allow_duplicate=False) is None
+async def connect(node: Node, user: str, **kwargs: Any) -> Client:
+    client = Client(node, user, **kwargs)
+    assert await node.hub.attach(client.session, allow_duplicate=False) is None
     return client
 
 
-async def test_broadcast_is_encoded_once_for_every_recipient(hub: Hub) -> None:
-    alice, bob = await connect(hub, "alice"), await connect(hub, "bob")
+async def test_broadcast_is_encoded_once_for_every_recipient(node: Node) -> None:
+    alice, bob = await connect(node, "alice"), await connect(node, "bob")
     await alice.say('{"type":"message","text":"hello"}')
     assert alice.sink.raw[-1] is bob.sink.raw[-1]
     message = bob.events("message")[-1]
@@ -82,15 +81,15 @@ async def test_broadcast_is_encoded_once_for_every_recipient(hub: Hub) -> None:
     assert int(message["id"]) > 0
 
 
-async def test_every_connection_starts_in_the_lobby_with_presence(hub: Hub) -> None:
-    alice = await connect(hub, "alice")
-    bob = await connect(hub, "bob")
+async def test_every_connection_starts_in_the_lobby_with_presence(node: Node) -> None:
+    alice = await connect(node, "alice")
+    bob = await connect(node, "bob")
     assert alice.events("joined") == [
         {"type": "joined", "room": "lobby", "online": ["alice"], "last_id": "0"}
     ]
     joined = [(e["user"], e["online"]) for e in alice.events("presence")]
     assert joined == [("alice", 1), ("bob", 2)]
-    await hub.detach(bob.session)
+    await node.hub.detach(bob.session)
     assert alice.events("presence")[-1] | {"ts": 0} == {
         "type": "presence",
         "room": "lobby",
@@ -101,8 +100,8 @@ async def test_every_connection_starts_in_the_lobby_with_presence(hub: Hub) -> N
     }
 
 
-async def test_rooms_are_separate(hub: Hub) -> None:
-    alice, bob = await connect(hub, "alice"), await connect(hub, "bob")
+async def test_rooms_are_separate(node: Node) -> None:
+    alice, bob = await connect(node, "alice"), await connect(node, "bob")
     await alice.say('{"type":"join","room":"games"}')
     await alice.say('{"type":"message","room":"games","text":"gg"}')
     assert [e["text"] for e in alice.events("message")] == ["gg"]
@@ -111,8 +110,8 @@ async def test_rooms_are_separate(hub: Hub) -> None:
     assert bob.events("error")[-1]["code"] == "unknown_room"
 
 
-async def test_direct_messages_reach_the_recipient_and_echo(hub: Hub) -> None:
-    alice, bob, carol = [await connect(hub, name) for name in ("alice", "bob", "carol")]
+async def test_direct_messages_reach_the_recipient_and_echo(node: Node) -> None:
+    alice, bob, carol = [await connect(node, name) for name in ("alice", "bob", "carol")]
     await alice.say('{"type":"direct","to":"bob","text":"psst"}')
     assert [e["text"] for e in bob.events("direct")] == ["psst"]
     assert [e["to"] for e in alice.events("direct")] == ["bob"]
@@ -122,13 +121,13 @@ async def test_direct_messages_reach_the_recipient_and_echo(hub: Hub) -> None:
 
 
 async def test_resume_replays_history_then_held_live_messages_without_gap_or_twin(
-    hub: Hub,
+    node: Node,
 ) -> None:
-    alice, bob = await connect(hub, "alice"), await connect(hub, "bob")
+    alice, bob = await connect(node, "alice"), await connect(node, "bob")
     await alice.say('{"type":"join","room":"games"}')
     for n in range(5):
         await alice.say(f'{{"type":"message","room":"games","text":"m{n}"}}')
-    real_history = hub.broker.history
+    real_history = node.broker.history
 
     async def history_while_live_messages_arrive(channel: str, after: int) -> History:
         snapshot = await real_history(channel, after)
@@ -136,7 +135,7 @@ async def test_resume_replays_history_then_held_live_messages_without_gap_or_twi
         await alice.say('{"type":"message","room":"games","text":"live-2"}')
         return snapshot
 
-    hub.broker.history = history_while_live_messages_arrive  # type: ignore[method-assign]
+    node.broker.history = history_while_live_messages_arrive  # type: ignore[method-assign]
     third = alice.events("message")[2]["id"]
     bob.sink.raw.clear()
     await bob.say(f'{{"type":"resume","room":"games","after":"{int(third) - 1}"}}')
@@ -151,8 +150,8 @@ async def test_resume_replays_history_then_held_live_messages_without_gap_or_twi
     assert (games[6]["recovered"], games[6]["count"]) == (True, 5)
 
 
-async def test_resume_in_a_joined_room_sends_nothing_twice(hub: Hub) -> None:
-    alice, bob = await connect(hub, "alice"), await connect(hub, "bob")
+async def test_resume_in_a_joined_room_sends_nothing_twice(node: Node) -> None:
+    alice, bob = await connect(node, "alice"), await connect(node, "bob")
     for n in range(3):
         await alice.say(f'{{"type":"message","text":"m{n}"}}')
     first = bob.events("message")[0]["id"]
@@ -165,9 +164,9 @@ async def test_resume_in_a_joined_room_sends_nothing_twice(hub: Hub) -> None:
     )
 
 
-async def test_messages_held_during_a_resume_count_against_the_send_queue(hub: Hub) -> None:
+async def test_messages_held_during_a_resume_count_against_the_send_queue(node: Node) -> None:
     """A history read that never answers must not let held messages grow without bound."""
-    alice, bob = await connect(hub, "alice"), await connect(hub, "bob")
+    alice, bob = await connect(node, "alice"), await connect(node, "bob")
     answer: asyncio.Future[History] = asyncio.get_running_loop().create_future()
     reading = asyncio.Event()
 
@@ -175,26 +174,26 @@ async def test_messages_held_during_a_resume_count_against_the_send_queue(hub: H
         reading.set()
         return await answer
 
-    hub.broker.history = stalled_history  # type: ignore[method-assign]
+    node.broker.history = stalled_history  # type: ignore[method-assign]
     resuming = asyncio.create_task(bob.say('{"type":"resume","room":"lobby","after":"0"}'))
     await asyncio.wait_for(reading.wait(), 5)
     assert bob.session.rooms["lobby"].held == []
-    for n in range(hub.settings.send_queue + 1):
+    for n in range(node.settings.send_queue + 1):
         await alice.say(f'{{"type":"message","text":"m{n}"}}')
     assert bob.session.closing == disconnect.SLOW_CONSUMER
-    assert len(bob.session.rooms["lobby"].held or ()) == hub.settings.send_queue
+    assert len(bob.session.rooms["lobby"].held or ()) == node.settings.send_queue
     answer.set_result(History([], complete=True))
     await resuming
     assert alice.session.closing is None
 
 
-async def test_a_member_joining_during_the_first_subscription_waits_for_it(hub: Hub) -> None:
+async def test_a_member_joining_during_the_first_subscription_waits_for_it(node: Node) -> None:
     """The room's last_id is read once the broker hears the room, also by the second member:
     read earlier, a message published in between would reach neither live nor by resume."""
-    alice, bob = await connect(hub, "alice"), await connect(hub, "bob")
+    alice, bob = await connect(node, "alice"), await connect(node, "bob")
     calls: list[str] = []
     subscribing, gate = asyncio.Event(), asyncio.Event()
-    real_subscribe, real_last_id = hub.broker.subscribe, hub.broker.last_id
+    real_subscribe, real_last_id = node.broker.subscribe, node.broker.last_id
 
     async def slow_subscribe(channel: str) -> None:
         calls.append("subscribe")
@@ -207,8 +206,8 @@ async def test_a_member_joining_during_the_first_subscription_waits_for_it(hub: 
         calls.append("last_id")
         return await real_last_id(channel)
 
-    hub.broker.subscribe = slow_subscribe  # type: ignore[method-assign]
-    hub.broker.last_id = last_id  # type: ignore[method-assign]
+    node.broker.subscribe = slow_subscribe  # type: ignore[method-assign]
+    node.broker.last_id = last_id  # type: ignore[method-assign]
     first = asyncio.create_task(alice.say('{"type":"join","room":"games"}'))
     second = asyncio.create_task(bob.say('{"type":"join","room":"games"}'))
     # Tasks run in the order they were created: when this one wakes, bob's join has run up to
@@ -222,21 +221,21 @@ async def test_a_member_joining_during_the_first_subscription_waits_for_it(hub: 
 
 
 async def test_resume_past_the_history_says_not_recovered() -> None:
-    hub = Hub(load_settings(rate_limit=RateLimit(0, 0), history_size=3, idle_timeout=0))
-    await hub.start()
-    alice = await connect(hub, "alice")
+    node = Node(load_settings(rate_limit=RateLimit(0, 0), history_size=3, idle_timeout=0))
+    await node.start()
+    alice = await connect(node, "alice")
     for n in range(6):
         await alice.say(f"m{n}")
     first = alice.events("message")[0]["id"]
-    late = await connect(hub, "late")
+    late = await connect(node, "late")
     await late.say(f'{{"type":"resume","room":"lobby","after":"{first}"}}')
     resumed = late.events("resumed")[-1]
     assert (resumed["recovered"], resumed["count"]) == (False, 3)
-    await hub.aclose()
+    await node.aclose()
 
 
-async def test_slow_consumer_is_closed_and_nobody_else_notices(hub: Hub) -> None:
-    alice, stalled = await connect(hub, "alice"), await connect(hub, "stalled")
+async def test_slow_consumer_is_closed_and_nobody_else_notices(node: Node) -> None:
+    alice, stalled = await connect(node, "alice"), await connect(node, "stalled")
     stalled.sink.writable = False
     stalled.sink.unblocked.clear()
     for n in range(10):
@@ -249,8 +248,8 @@ async def test_slow_consumer_is_closed_and_nobody_else_notices(hub: Hub) -> None
     assert stalled.sink.closed == (1013, "slow consumer")
 
 
-async def test_backlog_is_coalesced_into_newline_delimited_frames(hub: Hub) -> None:
-    alice, lagging = await connect(hub, "alice"), await connect(hub, "lagging")
+async def test_backlog_is_coalesced_into_newline_delimited_frames(node: Node) -> None:
+    alice, lagging = await connect(node, "alice"), await connect(node, "lagging")
     lagging.sink.writable = False
     lagging.sink.unblocked.clear()
     for n in range(3):
@@ -269,9 +268,9 @@ async def test_backlog_is_coalesced_into_newline_delimited_frames(hub: Hub) -> N
 
 
 async def test_rate_limit_then_abuse_closes_with_policy() -> None:
-    hub = Hub(load_settings(rate_limit=RateLimit(3, 60), rate_limit_strikes=2, idle_timeout=0))
-    await hub.start()
-    alice = await connect(hub, "alice")
+    node = Node(load_settings(rate_limit=RateLimit(3, 60), rate_limit_strikes=2, idle_timeout=0))
+    await node.start()
+    alice = await connect(node, "alice")
     for n in range(4):
         await alice.say(f"m{n}")
     assert [e["code"] for e in alice.events("error")] == ["rate_limited"]
@@ -279,18 +278,18 @@ async def test_rate_limit_then_abuse_closes_with_policy() -> None:
     await alice.say("again")
     assert alice.session.closing is disconnect.ABUSE
     assert len(alice.events("message")) == 3
-    await hub.aclose()
+    await node.aclose()
 
 
-async def test_duplicate_client_id_is_refused(hub: Hub) -> None:
-    await connect(hub, "alice")
-    twin = Client(hub, "alice")
-    assert await hub.attach(twin.session, allow_duplicate=False) is disconnect.DUPLICATE
+async def test_duplicate_client_id_is_refused(node: Node) -> None:
+    await connect(node, "alice")
+    twin = Client(node, "alice")
+    assert await node.hub.attach(twin.session, allow_duplicate=False) is disconnect.DUPLICATE
 
 
-async def test_text_format_gets_the_seed_sentences(hub: Hub) -> None:
-    seed = await connect(hub, "seed", wire=WireFormat.TEXT)
-    alice = await connect(hub, "alice")
+async def test_text_format_gets_the_seed_sentences(node: Node) -> None:
+    seed = await connect(node, "seed", wire=WireFormat.TEXT)
+    alice = await connect(node, "alice")
     await alice.say("hello")
     await seed.say("   ")
     texts = [frame[2:].decode() for frame in seed.sink.raw]
@@ -303,14 +302,14 @@ async def test_text_format_gets_the_seed_sentences(hub: Hub) -> None:
 
 
 async def test_direct_message_during_a_broker_outage_gets_an_error(
-    hub: Hub, monkeypatch: pytest.MonkeyPatch
+    node: Node, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    alice = await connect(hub, "alice")
+    alice = await connect(node, "alice")
 
     async def unreachable(user: str) -> int:
         raise BrokerUnavailable("redis down")
 
-    monkeypatch.setattr(hub.presence, "connections_of", unreachable)
+    monkeypatch.setattr(node.presence, "connections_of", unreachable)
     await alice.say('{"type":"direct","to":"bob","text":"hello?"}')
     assert alice.events("error")[-1]["code"] == "unavailable"
     assert alice.session.closing is None

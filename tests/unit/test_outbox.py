@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from gateway import disconnect
+from gateway import disconnect, metrics
 from gateway.outbox import ClientGone, Outbox, OutFrame
 from gateway.protocol import WireFormat
 
@@ -56,10 +56,14 @@ async def finish(outbox: Outbox) -> None:
     await asyncio.wait_for(writer, 5)
 
 
+def delivered() -> float:
+    return metrics.MESSAGES_DELIVERED._value.get()
+
+
 async def test_an_idle_outbox_holds_no_queue_and_no_task() -> None:
     sink = Sink()
     outbox = Outbox(sink, WireFormat.JSON, 10)
-    assert outbox.offer(frame("now")) == 1
+    outbox.offer(frame("now"))
     assert (outbox.writer, len(outbox), texts(sink)) == (None, 0, ["now"])
     assert outbox._queue is None
 
@@ -69,7 +73,7 @@ async def test_a_backlog_starts_a_writer_that_ends_and_drops_the_queue_when_drai
     outbox = Outbox(sink, WireFormat.JSON, 10)
     sink.writable = False
     for n in range(3):
-        assert outbox.offer(frame(f"m{n}")) == 0
+        outbox.offer(frame(f"m{n}"))
     assert len(outbox) == 3
     await finish(outbox)
     assert texts(sink) == ["m0", "m1", "m2"]
@@ -114,7 +118,7 @@ async def test_close_with_flush_sends_the_queue_then_closes() -> None:
     sink.writable = False
     outbox.offer(frame("queued"))
     outbox.close(disconnect.DRAIN, flush=True)
-    assert outbox.offer(frame("late")) == 0
+    outbox.offer(frame("late"))
     await finish(outbox)
     assert texts(sink) == ["queued"]
     assert sink.closed == (disconnect.DRAIN.code, disconnect.DRAIN.detail)
@@ -170,3 +174,20 @@ async def test_a_backlog_keeps_its_order(wire: WireFormat) -> None:
     await finish(outbox)
     got = texts(sink) if wire is WireFormat.JSON else [t[3:] for t in sink.written]
     assert got == [f"m{n}" for n in range(20)]
+
+
+async def test_frames_written_are_counted_once_per_loop_tick() -> None:
+    """Every frame a socket took counts in gateway_messages_delivered_total; a fan-out's worth
+    reaches the metric as one update on the next tick, not one per recipient."""
+    sinks = [Sink() for _ in range(3)]
+    outboxes = [Outbox(sink, WireFormat.JSON, 10) for sink in sinks]
+    before = delivered()
+    for outbox in outboxes:
+        outbox.offer(frame("fan-out"))
+    assert delivered() == before
+    await asyncio.sleep(0)  # one loop iteration: the fold was scheduled with call_soon
+    assert delivered() == before + 3
+    sinks[0].writable = False
+    outboxes[0].offer(frame("queued"))
+    await finish(outboxes[0])
+    assert delivered() == before + 4

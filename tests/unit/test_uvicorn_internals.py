@@ -1,4 +1,4 @@
-"""What gateway/wsprotocol.py and gateway/corking.py rely on inside uvicorn's sans-I/O
+"""What gateway/server/wsprotocol.py and gateway/server/corking.py rely on inside uvicorn's sans-I/O
 websockets protocol, none of it public API, checked against the installed uvicorn so that an
 upgrade which renames, moves or reshapes one fails here, loudly, instead of in production.
 
@@ -20,8 +20,8 @@ from uvicorn.config import Config
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 
-from gateway.corking import FlushingTransport
-from gateway.wsprotocol import Flag, GatewayWebSocketProtocol, ReceiveQueue
+from gateway.server.corking import FlushingTransport
+from gateway.server.wsprotocol import Flag, GatewayWebSocketProtocol, ReceiveQueue
 
 BASE = WebSocketsSansIOProtocol
 

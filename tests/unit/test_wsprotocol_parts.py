@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gateway.wsprotocol import Flag, ReceiveQueue
+from gateway.server.wsprotocol import Flag, ReceiveQueue
 
 
 async def test_receive_queue_hands_out_events_in_order() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.handshake import GatewayHttpProtocol
+from gateway.server.handshake import GatewayHttpProtocol
+from gateway.server.wsprotocol import GatewayWebSocketProtocol
 from gateway.settings import Settings
-from gateway.wsprotocol import GatewayWebSocketProtocol
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:

@@ -1,8 +1,9 @@
-"""The WebSocket endpoints: the only module that knows Starlette's ``WebSocket``.
+"""The chat WebSocket endpoint: Starlette's ``WebSocket`` on one side, the core on the other.
 
-It turns a socket into a :class:`~gateway.session.Session` with an
-:class:`~gateway.outbox.Outbox`, runs the read loop, and maps how the socket ended to the
-disconnect catalogue so every close is counted under the right reason.
+It reads the handshake into a :class:`~gateway.admission.Handshake` for the policy, answers a
+refusal with its HTTP status, turns an admitted socket into a :class:`~gateway.session.Session`
+with an :class:`~gateway.outbox.Outbox`, runs the read loop, and maps how the socket ended to
+the disconnect catalogue so every close is counted under the right reason.
 """
 
 from __future__ import annotations
@@ -12,19 +13,21 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from gateway import disconnect, logs, metrics, tracing
-from gateway.admission import Refusal, deny
+from gateway.admission import Admitted, Handshake, Refusal
 from gateway.disconnect import Disconnect
-from gateway.hub import Hub
 from gateway.identity import display_form, skeletons
-from gateway.outbox import ClientGone, Outbox, encode_text_frame
+from gateway.node import Node
+from gateway.outbox import ClientGone, FrameSink, Outbox, encode_text_frame
 from gateway.protocol import WireFormat, is_valid_user
+from gateway.server.httpguard import SECURITY_HEADER_MAP
+from gateway.server.wsprotocol import EXTENSION, GatewayWebSocketProtocol
 from gateway.session import Session
-from gateway.wsprotocol import EXTENSION, GatewayWebSocketProtocol
 
-log = logging.getLogger("gateway.transport")
+log = logging.getLogger("gateway.server.transport")
 
 
 class DirectSink:
@@ -49,6 +52,10 @@ class DirectSink:
 
     async def close(self, code: int, reason: str) -> None:
         self.protocol.close_now(code, reason)
+
+    def abort(self) -> bool:
+        self.protocol.transport.abort()
+        return True
 
 
 class AsgiSink:
@@ -80,6 +87,9 @@ class AsgiSink:
                 async with asyncio.timeout(5):
                     await self.websocket.close(code, reason)
 
+    def abort(self) -> bool:
+        return False  # the ASGI interface has no way to cut a connection
+
 
 def _sink_for(websocket: WebSocket) -> DirectSink | AsgiSink:
     protocol = websocket.scope.get("extensions", {}).get(EXTENSION)
@@ -98,14 +108,26 @@ def _wire_format(websocket: WebSocket, default: WireFormat) -> WireFormat | None
         return None
 
 
-async def serve_connection(websocket: WebSocket, hub: Hub, user: str | None) -> None:
+def _handshake(websocket: WebSocket, path_user: str | None) -> Handshake:
+    headers = websocket.headers
+    return Handshake(
+        ip=websocket.client.host if websocket.client else "unknown",
+        origin=headers.get("origin"),
+        host=headers.get("host"),
+        path_user=path_user,
+        query_token=websocket.query_params.get("token"),
+        subprotocols=tuple(websocket.scope.get("subprotocols", ())),
+    )
+
+
+async def serve_connection(websocket: WebSocket, node: Node, user: str | None) -> None:
     """Run one connection from handshake to the last cleanup; ``user=None`` is anonymous.
 
     ``user`` is the URL's id as given; from here on it is in its display form.
     """
     user = None if user is None else display_form(user)
     wire = _wire_format(websocket, WireFormat.TEXT if user is None else WireFormat.JSON)
-    admitted = await hub.admission.admit(websocket, user)
+    admitted = await node.admission.admit(_handshake(websocket, user))
     if isinstance(admitted, Refusal):
         await deny(websocket, admitted)
         return
@@ -119,29 +141,37 @@ async def serve_connection(websocket: WebSocket, hub: Hub, user: str | None) -> 
     sink = _sink_for(websocket)
     if isinstance(sink, DirectSink):
         sink.protocol.hold_close_reply = True
-    outbox = Outbox(sink, wire, hub.settings.send_queue)
-    session = Session(hub, admitted.user or hub.anonymous_user(), hub.connection_id(), wire, outbox)
+    outbox = Outbox(sink, wire, node.settings.send_queue)
+    session = node.new_session(admitted.user, wire, outbox)
     session.may_join = admitted.may_join
     logs.bind_connection(session.connection_id, session.user)
     log.info("connection opened", extra={"path": websocket.url.path, "format": wire.value})
-    _track(hub, session)
+    task = asyncio.current_task()
+    assert task is not None
+    node.track(session, task)
+    await _run(websocket, node, session, admitted)
+
+
+async def _run(websocket: WebSocket, node: Node, session: Session, admitted: Admitted) -> None:
+    """Attach, read until the connection ends, detach; count the close under its reason."""
+    hub, outbox = node.hub, session.outbox
     ended = disconnect.SERVER_ERROR
     expiry = None
     try:
-        if hub.draining and hub.stop_delivery(session):
+        if node.draining and hub.stop_delivery(session):
             await hub.send_away(session)
             ended = disconnect.DRAIN
             return
         refused = await hub.attach(
             session,
             allow_duplicate=admitted.shares_identity,
-            per_user_limit=hub.settings.max_connections_per_user if admitted.identity else 0,
+            per_user_limit=node.settings.max_connections_per_user if admitted.identity else 0,
         )
         if refused is not None:
             session.close(refused)
             ended = refused
             return
-        expiry = hub.admission.expire(session, admitted)
+        expiry = node.admission.expire(admitted, lambda: session.close(disconnect.TOKEN_EXPIRED))
         ended = await _read_loop(websocket, session)
     except Exception:
         log.exception("connection failed", extra={"connection_id": session.connection_id})
@@ -150,12 +180,12 @@ async def serve_connection(websocket: WebSocket, hub: Hub, user: str | None) -> 
     finally:
         if expiry is not None:
             expiry.cancel()
-        await hub.detach(session, _close_reply(sink))
+        await hub.detach(session, _close_reply(outbox.sink))
         if not outbox.finished:
             session.close(ended)
             if (writer := outbox.writer) is not None:
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(writer, timeout=hub.settings.drain_timeout)
+                    await asyncio.wait_for(writer, timeout=node.settings.drain_timeout)
         metrics.CONNECTIONS_CLOSED.labels(ended.reason).inc()
         log.info(
             "connection closed",
@@ -163,26 +193,9 @@ async def serve_connection(websocket: WebSocket, hub: Hub, user: str | None) -> 
         )
 
 
-def _close_reply(sink: DirectSink | AsgiSink) -> Callable[[], None] | None:
+def _close_reply(sink: FrameSink) -> Callable[[], None] | None:
     """What answers a client's close frame, held until the hub released the client's id."""
     return sink.protocol.send_close_reply if isinstance(sink, DirectSink) else None
-
-
-def _track(hub: Hub, session: Session) -> None:
-    """List the connection's task in ``hub.connections`` until the task (cleanup included) ends."""
-    task = asyncio.current_task()
-    assert task is not None
-    hub.connections[session] = task
-    task.add_done_callback(lambda _: hub.connections.pop(session, None))
-
-
-def abort(session: Session) -> bool:
-    """Cut the connection without a closing handshake (a drain's deadline); False if we can't."""
-    sink = session.outbox.sink
-    if not isinstance(sink, DirectSink):
-        return False
-    sink.protocol.transport.abort()
-    return True
 
 
 async def _read_loop(websocket: WebSocket, session: Session) -> Disconnect:
@@ -220,3 +233,24 @@ async def _refuse(websocket: WebSocket, reason: Disconnect) -> None:
     )
     await websocket.close(reason.code, reason.detail)
     metrics.CONNECTIONS_CLOSED.labels(reason.reason).inc()
+
+
+async def deny(websocket: WebSocket, refusal: Refusal) -> None:
+    """Answer the handshake with an HTTP status instead of the upgrade."""
+    metrics.CONNECTIONS_REFUSED.labels(refusal.reason).inc()
+    log.info(
+        "connection refused",
+        extra={
+            "path": websocket.url.path,
+            "status": refusal.status,
+            "reason": refusal.reason,
+            "detail": refusal.detail,
+            "client": websocket.client.host if websocket.client else None,
+        },
+    )
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        headers = {**SECURITY_HEADER_MAP, **refusal.headers}
+        response = PlainTextResponse(refusal.detail, refusal.status, headers=headers)
+        await websocket.send_denial_response(response)
+    else:
+        await websocket.close(1008, refusal.detail)

@@ -16,7 +16,8 @@ file descriptors and nobody, ``/healthz`` included, gets in (SPEC "Hardening",
   headroom lets a WebSocket beyond the limit still be read and hear its 1013 from the hub.
 
 Both cuts are counted in ``gateway_connections_refused_total{reason}``. Under gunicorn every
-worker gets this class through :func:`gateway.serving.uvicorn_options`, like ``gateway serve``.
+worker gets this class through :func:`gateway.server.options.uvicorn_options`, like
+``gateway serve``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from gateway.wsprotocol import GatewayWebSocketProtocol
+from gateway.server.wsprotocol import GatewayWebSocketProtocol
 
 TIMED_OUT = "handshake_timeout"
 OVER_CAPACITY = "over_capacity"
@@ -39,7 +40,7 @@ def headroom(max_connections: int) -> int:
 
 def _count(reason: str) -> None:
     # Imported here: this module is imported by the gunicorn master, which must not create
-    # metrics before PROMETHEUS_MULTIPROC_DIR is set up (gateway.workers).
+    # metrics before PROMETHEUS_MULTIPROC_DIR is set up (gateway.server.worker).
     from gateway import metrics
 
     metrics.CONNECTIONS_REFUSED.labels(reason).inc()

@@ -26,7 +26,7 @@ class GatewayWorker(UvicornWorker):  # type: ignore[misc]  # uvicorn-worker is u
     heartbeat ping interval/timeout, frame size limit and no permessage-deflate."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        from gateway.serving import uvicorn_options
+        from gateway.server.options import uvicorn_options
 
         settings = load_settings()
         self.CONFIG_KWARGS = uvicorn_options(settings)
@@ -43,10 +43,10 @@ class GatewayWorker(UvicornWorker):  # type: ignore[misc]  # uvicorn-worker is u
         This is where a worker's stop is shaped: SIGTERM from the master (stop, HUP reload,
         scale down) and SIGINT reach ``Server.handle_exit``, then ``Server.shutdown`` runs in
         the worker's event loop while every connection is still open. The graceful drain of
-        :mod:`gateway.lifecycle` hooks in there, before uvicorn's own bare 1012 to every
+        :mod:`gateway.drain` hooks in there, before uvicorn's own bare 1012 to every
         WebSocket.
         """
-        from gateway.lifecycle import DrainingServer
+        from gateway.server.uvicorn_server import DrainingServer
 
         return DrainingServer(config)
 

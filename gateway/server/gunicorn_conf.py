@@ -1,9 +1,9 @@
 """gunicorn settings for the gateway, from the same ``GATEWAY_*`` environment as the rest.
 
-``gateway serve --workers N`` runs ``gunicorn -c python:gateway.gunicorn_conf``; the image runs
-``gunicorn -c ops/gunicorn.conf.py gateway.app:app``, a thin file importing this module. Every
-public name here is a gunicorn setting or server hook (gunicorn ignores other names): add hooks
-as plain functions, e.g. ``def child_exit(server, worker): ...``.
+``gateway serve --workers N`` runs ``gunicorn -c python:gateway.server.gunicorn_conf``; the
+image runs ``gunicorn -c ops/gunicorn.conf.py gateway.app:app``, a thin file importing this
+module. Every public name here is a gunicorn setting or server hook (gunicorn ignores other
+names): add hooks as plain functions, e.g. ``def child_exit(server, worker): ...``.
 
 The master only reads settings and forks: the app, its Redis connections, event loops and
 exporters are made in each worker after the fork (``preload_app`` stays off), and nothing here
@@ -78,7 +78,7 @@ if workers > 1 and not _settings.uses_shared_broker:
     )
 
 bind = [bind_address(_settings.host, _settings.port)]
-worker_class = "gateway.workers.GatewayWorker"
+worker_class = "gateway.server.worker.GatewayWorker"
 graceful_timeout = math.ceil(_settings.drain_timeout) + 5
 """The master kills a worker this long after its TERM: the drain (GATEWAY_DRAIN_TIMEOUT) plus
 5 s. The team's chain: drain 25 < graceful 30 < terminationGracePeriodSeconds 45 - preStop 5."""

@@ -8,7 +8,8 @@ connection, no task), but reports a dead peer as an ordinary close. This subclas
 * records a missed pong, so the app can count ``heartbeat_timeout`` closes;
 * lets the app write a pre-encoded frame straight to the transport: a server frame is unmasked,
   so one encoding of a broadcast serves every recipient without an ASGI round trip each;
-* corks a socket's second and later frames of one loop tick into one write (gateway/corking.py);
+* corks a socket's second and later frames of one loop tick into one write
+  (gateway/server/corking.py);
 * closes without waiting for a writable socket (a slow consumer's buffer may never drain), and
   aborts a close that the peer's unread buffer would hold forever;
 * counts the pongs it owes a peer that does not read against the send queue: past it the peer
@@ -20,7 +21,7 @@ connection, no task), but reports a dead peer as an ordinary close. This subclas
 * replaces uvicorn's per-connection ``asyncio.Queue`` and ``asyncio.Event`` by equivalents that
   allocate nothing until used (they preallocate five deques, ~4 KiB, per connection).
 
-The app finds it in ``scope["extensions"]["gateway.transport"]``; under any other server the
+The app finds it in ``scope["extensions"]["gateway.server.transport"]``; under any other server the
 extension is absent and the app falls back to plain ASGI sends.
 """
 
@@ -34,15 +35,15 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from gateway.corking import CORK_LIMIT, FlushingTransport, TickFlusher, flusher_for
 from gateway.disconnect import SLOW_CONSUMER
+from gateway.server.corking import CORK_LIMIT, FlushingTransport, TickFlusher, flusher_for
 
 if TYPE_CHECKING:
     from uvicorn._types import ASGIReceiveEvent
     from uvicorn.config import Config
     from uvicorn.server import ServerState
 
-EXTENSION = "gateway.transport"
+EXTENSION = "gateway.server.transport"
 CLOSE_REPLY_HOLD = 2.0
 """Longest a client's close frame waits for its reply while the app releases the id."""
 PONG = b"\x8a"
@@ -135,7 +136,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     _pongs_held = 0
     handshake_deadline: asyncio.TimerHandle | None = None
     """``GATEWAY_HANDSHAKE_TIMEOUT``'s timer, handed over by the HTTP protocol at the upgrade
-    (gateway/handshake.py) and dropped at the accept or refusal."""
+    (gateway/server/handshake.py) and dropped at the accept or refusal."""
     _raw_transport: asyncio.Transport
     _flusher: TickFlusher
     _corked: bytearray | None = None
