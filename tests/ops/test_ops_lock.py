@@ -7,31 +7,19 @@ lock, and a lock edited by hand."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
-from types import ModuleType
 
 import pytest
 
-from tests.ops.support import ROOT
+from tests.ops.support import ROOT, lock_tool
 
 PYPROJECT = (ROOT / "pyproject.toml").read_text()
 LOCK = (ROOT / "requirements.lock").read_text()
 
 
-def load_lock_tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gateway_lock_tool", ROOT / "scripts" / "lock.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-lock = load_lock_tool()
+lock = lock_tool()
 
 
 def problems(pyproject: str = PYPROJECT, lock_text: str = LOCK) -> list[str]:
