@@ -1,7 +1,8 @@
-"""Dockerfile, .dockerignore and compose.yaml. No Docker engine runs here, so: hadolint lints
+"""Dockerfile, .dockerignore and compose.yaml, checked without a Docker engine: hadolint lints
 the Dockerfile, the Docker SDK's own .dockerignore matcher computes the build context, the
 compose file is validated against the Compose Specification schema, and the image's command
-(ENTRYPOINT + CMD with the image's ENV, as its non-root user) is run for real on loopback."""
+(ENTRYPOINT + CMD with the image's ENV, as its non-root user) is run for real on loopback.
+test_ops_docker_engine.py builds and runs the image itself in a private dockerd."""
 
 from __future__ import annotations
 
