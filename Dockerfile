@@ -2,13 +2,21 @@
 # Realtime chat gateway image.
 #   docker build -t gateway:0.1.0 .
 #   docker run --rm -p 8000:8000 -e GATEWAY_BROKER_URL=redis://redis:6379/0 gateway:0.1.0
-# Two stages: "build" resolves dependencies into a virtualenv (its own cached layer, rebuilt only
-# when pyproject.toml changes) and then installs the project; "runtime" copies only that
-# virtualenv onto a fresh slim base and runs as an unprivileged user.
+# Two stages: "build" installs the pinned, hashed dependencies of requirements.lock into a
+# virtualenv (its own cached layer, rebuilt only when the lock changes) and then the project
+# without resolving anything; "runtime" copies only that virtualenv onto a fresh slim base and
+# runs as an unprivileged user. Regenerate the lock with `python scripts/lock.py`.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
+# Where pip finds packages, for this stage only: pass the machine's own pip settings as build
+# args when it uses an index mirror (`--build-arg PIP_INDEX_URL=...`); unset, pip's default
+# index. The hashes in the lock decide what is installed, whichever index serves the files.
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_TRUSTED_HOST
+ARG PIP_DEFAULT_TIMEOUT
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -17,13 +25,13 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 RUN python -m venv /opt/venv
 
-# Dependencies only: this layer is reused as long as pyproject.toml is unchanged.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; open('/tmp/requirements.txt', 'w').write('\n'.join(deps) + '\n')" \
-    && pip install --no-cache-dir -r /tmp/requirements.txt
+# Dependencies only, exactly as locked: pip refuses any file whose sha256 the lock does not
+# list and any dependency the lock does not pin. Reused while requirements.lock is unchanged.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock
 
-# The project itself (no dependency resolution here: they are all in the layer above).
-COPY README.md ./
+# The project itself, resolving nothing: its dependencies are all in the layer above.
+COPY pyproject.toml README.md ./
 COPY gateway/ gateway/
 RUN pip install --no-cache-dir --no-deps . \
     && pip check \

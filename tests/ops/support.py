@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.util
 import json
 import os
 import shutil
@@ -17,6 +19,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -95,6 +98,18 @@ def poll(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> An
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@functools.cache
+def lock_tool() -> ModuleType:
+    """scripts/lock.py (the dependency lock's generator and offline check) as a module."""
+    spec = importlib.util.spec_from_file_location("gateway_lock_tool", ROOT / "scripts" / "lock.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
 
 
 # --- Prometheus ----------------------------------------------------------------------------

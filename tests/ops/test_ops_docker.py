@@ -1,7 +1,8 @@
-"""Dockerfile, .dockerignore and compose.yaml. No Docker engine runs here, so: hadolint lints
+"""Dockerfile, .dockerignore and compose.yaml, checked without a Docker engine: hadolint lints
 the Dockerfile, the Docker SDK's own .dockerignore matcher computes the build context, the
 compose file is validated against the Compose Specification schema, and the image's command
-(ENTRYPOINT + CMD with the image's ENV, as its non-root user) is run for real on loopback."""
+(ENTRYPOINT + CMD with the image's ENV, as its non-root user) is run for real on loopback.
+test_ops_docker_engine.py builds and runs the image itself in a private dockerd."""
 
 from __future__ import annotations
 
@@ -128,21 +129,29 @@ def test_hadolint_would_catch_a_shell_form_entrypoint(tmp_path: Path) -> None:
     assert "DL3025" in result.stdout
 
 
-def test_multi_stage_slim_with_dependencies_in_their_own_layer() -> None:
+def test_multi_stage_slim_with_locked_dependencies_in_their_own_layer() -> None:
     _, stages = parse_dockerfile(DOCKERFILE.read_text())
     assert len(stages) >= 2
     assert all("slim" in stage.base for stage in stages), [s.base for s in stages]
     build = stages[0]
     steps = build.instructions
-    copy_pyproject = steps.index(("COPY", "pyproject.toml ./"))
+    copy_lock = steps.index(("COPY", "requirements.lock ./"))
     install_deps = next(
-        i for i, (kw, args) in enumerate(steps) if kw == "RUN" and "requirements" in args
+        i for i, (kw, args) in enumerate(steps) if kw == "RUN" and "requirements.lock" in args
     )
     copy_code = next(i for i, (kw, args) in enumerate(steps) if kw == "COPY" and "gateway/" in args)
-    # Dependencies resolve from pyproject.toml alone, before any source is copied, so code
+    # Dependencies come from the hashed lock alone, before any source is copied, so code
     # changes reuse the cached dependency layer.
-    assert copy_pyproject < install_deps < copy_code
-    assert not any(kw == "COPY" for kw, _ in steps[copy_pyproject + 1 : install_deps])
+    assert copy_lock < install_deps < copy_code
+    assert not any(kw == "COPY" for kw, _ in steps[copy_lock + 1 : install_deps])
+    install = shlex.split(steps[install_deps][1])
+    assert install[:2] == ["pip", "install"]
+    assert "--require-hashes" in install
+    assert install[install.index("-r") + 1] == "requirements.lock"
+    # The project itself resolves nothing: everything it needs is pinned in the lock.
+    (project,) = [args for kw, args in steps[copy_code:] if kw == "RUN" and "pip install" in args]
+    assert "--no-deps ." in project
+    assert "pip check" in project
     runtime = stages[-1]
     assert any(args.startswith(f"--from={build.name} /opt/venv") for args in runtime.all("COPY"))
 
