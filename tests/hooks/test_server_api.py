@@ -14,7 +14,6 @@ import httpx
 import pytest
 
 from gateway.auth import mint
-
 from tests.support.clients import EventReader, metric, open_ws
 from tests.support.fleet import fleet, fleet_env
 from tests.support.redis import delete_prefix
@@ -69,6 +68,10 @@ async def connect(server: GatewayProcess, user: str) -> EventReader:
     reader = EventReader(await open_ws(server.ws_url(f"/ws/{user}?token={token}")), user)
     await reader.until(lambda: reader.has("joined", room="lobby"), 5, "the lobby's joined")
     return reader
+
+
+async def wait_for(reader: EventReader, kind: str, **fields: Any) -> None:
+    await reader.until(lambda: reader.has(kind, **fields), 5, f"{kind} {fields}")
 
 
 def test_a_repeated_idempotency_key_answers_the_first_call_and_publishes_once(
@@ -177,7 +180,7 @@ async def test_rooms_lists_counts_across_workers(server: GatewayProcess) -> None
     readers = [await connect(server, f"counted-{n}-{room}") for n in range(4)]
     for reader in readers[:3]:
         await reader.send({"type": "join", "room": room})
-        await reader.until(lambda r=reader: r.has("joined", room=room), 5, "joined")
+        await wait_for(reader, "joined", room=room)
     rooms = {
         entry["room"]: entry["count"] for entry in api(server, "GET", "/api/rooms").json()["rooms"]
     }
@@ -222,11 +225,11 @@ async def test_removing_a_member_makes_each_connection_leave(server: GatewayProc
     watcher = await connect(server, f"watcher-{user}")
     for reader in [*tabs, watcher]:
         await reader.send({"type": "join", "room": room})
-        await reader.until(lambda r=reader: r.has("joined", room=room), 5, "joined")
+        await wait_for(reader, "joined", room=room)
     answer = api(server, "DELETE", f"/api/rooms/{room}/members/{user}")
     assert answer.status_code == 202
     for tab in tabs:
-        await tab.until(lambda t=tab: t.has("left", room=room), 5, "the left ack")
+        await wait_for(tab, "left", room=room)
     await watcher.until(
         lambda: watcher.has("presence", room=room, event="left", user=user), 5, "presence left"
     )
