@@ -15,7 +15,7 @@ reason, never with the token.
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -26,9 +26,10 @@ from gateway.auth import (
     Identity,
     TokenError,
     any_room,
-    close_at_expiry,
+    grants_allow,
     token_from,
 )
+from gateway.hooks import CONNECT, Hooks
 from gateway.identity import RESERVED_PREFIX, display_form, is_reserved
 from gateway.ratelimit import MovingWindowLimiter, connect_limiter
 from gateway.settings import DEFAULT_PORTS, Settings, canonical_origin
@@ -45,6 +46,8 @@ class Handshake:
     """The URL's id in its display form (:func:`gateway.identity.display_form`); None on /ws."""
     query_token: str | None = None
     subprotocols: tuple[str, ...] = ()
+    path: str = ""
+    """The request path without its query string (which may carry a token)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +67,14 @@ class Admitted:
     subprotocol: str | None = None
     identity: Identity | None = None
     """Set when a token proved the identity."""
+    rooms: tuple[str, ...] | None = None
+    """Room grants from the app backend's ``connect`` answer; they replace the token's."""
 
     @property
     def may_join(self) -> Callable[[str], bool]:
+        if self.rooms is not None:
+            grants = self.rooms
+            return lambda room: grants_allow(grants, room)
         return any_room if self.identity is None else self.identity.may_join
 
     @property
@@ -111,8 +119,9 @@ def same_host(canonical: str, host: str) -> bool:
 
 
 class Admission:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, hooks: Hooks | None = None) -> None:
         self.settings = settings
+        self.hooks = hooks
         self.authenticator = (
             Authenticator(settings.auth_secret, settings.auth_leeway)
             if settings.auth_secret
@@ -151,12 +160,25 @@ class Admission:
             return Refusal(403, "forbidden", "client id does not match the token's subject")
         return Admitted(user, subprotocol, identity)
 
-    def expire(self, admitted: Admitted, close: Callable[[], None]) -> asyncio.TimerHandle | None:
-        """Call ``close`` when an authenticated connection's token runs out (1008 is the
-        caller's); None for connections without a token."""
-        if admitted.identity is None:
-            return None
-        return close_at_expiry(admitted.identity, self.settings.auth_leeway, close)
+    async def consult(
+        self, admitted: Admitted, user: str, handshake: Handshake
+    ) -> Admitted | Refusal:
+        """Ask the app backend's ``connect`` hook about an admitted handshake (``user`` is its
+        name, anonymous ones included): 403 on a refusal, 503 when the backend fails and the
+        policy is ``closed``; an answer's ``rooms`` become the connection's grants."""
+        if self.hooks is None or not self.hooks.asks(CONNECT):
+            return admitted
+        payload = {"user": user, "remote_addr": handshake.ip, "path": handshake.path}
+        verdict = await self.hooks.ask(CONNECT, payload)
+        if verdict.allow:
+            return (
+                admitted
+                if verdict.rooms is None
+                else dataclasses.replace(admitted, rooms=verdict.rooms)
+            )
+        if verdict.failed:
+            return Refusal(503, "unavailable", "app backend unavailable, retry later")
+        return Refusal(403, "forbidden", verdict.reason)
 
     async def aclose(self) -> None:
         await self.connect_rate.aclose()

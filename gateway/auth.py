@@ -24,7 +24,15 @@ from typing import Any, Final
 
 import jwt
 
-from gateway.protocol import DEFAULT_ROOM, ROOM_PATTERN, is_valid_room, is_valid_user
+from gateway.identity import display_form
+from gateway.protocol import (
+    DEFAULT_ROOM,
+    ROOM_PATTERN,
+    ErrorCode,
+    ProtocolError,
+    is_valid_room,
+    is_valid_user,
+)
 
 ALGORITHM: Final = "HS256"
 SUBPROTOCOL: Final = "gateway.jwt"
@@ -46,12 +54,16 @@ class Identity:
     """Grants from the ``rooms`` claim; ``None`` = every room."""
 
     def may_join(self, room: str) -> bool:
-        if self.rooms is None or room == DEFAULT_ROOM:
-            return True
-        return any(
-            room.startswith(grant[:-1]) if grant.endswith("*") else room == grant
-            for grant in self.rooms
-        )
+        return grants_allow(self.rooms, room)
+
+
+def grants_allow(grants: tuple[str, ...] | None, room: str) -> bool:
+    """Whether room grants (``None``: every room) let a connection into ``room``."""
+    if grants is None or room == DEFAULT_ROOM:
+        return True
+    return any(
+        room.startswith(grant[:-1]) if grant.endswith("*") else room == grant for grant in grants
+    )
 
 
 def any_room(room: str) -> bool:
@@ -165,3 +177,36 @@ def close_at_expiry(
     loop = asyncio.get_running_loop()
     delay = max(identity.expires_at + leeway - time.time(), 0.0)
     return loop.call_at(loop.time() + delay, close)
+
+
+class Expiry:
+    """A connection's token expiry timer; arming it again (a refresh) replaces it."""
+
+    __slots__ = ("handle", "leeway")
+
+    def __init__(self, leeway: float) -> None:
+        self.leeway = leeway
+        self.handle: asyncio.TimerHandle | None = None
+
+    def arm(self, identity: Identity, close: Callable[[], None]) -> None:
+        self.cancel()
+        self.handle = close_at_expiry(identity, self.leeway, close)
+
+    def cancel(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+
+
+def renewed(authenticator: Authenticator | None, user: str, token: str) -> Identity | ProtocolError:
+    """The identity a ``refresh`` token proves for the connection of ``user``, or the error to
+    answer: ``invalid`` for a token that does not verify, ``forbidden`` for another ``sub``."""
+    if authenticator is None:
+        return ProtocolError(ErrorCode.INVALID, "nothing to refresh: this gateway has no auth")
+    try:
+        identity = authenticator.verify(token)
+    except TokenError as error:
+        return ProtocolError(ErrorCode.INVALID, str(error))
+    if display_form(identity.user) != user:
+        return ProtocolError(ErrorCode.FORBIDDEN, "the token is for another user")
+    return identity

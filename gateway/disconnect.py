@@ -33,6 +33,7 @@ MESSAGE_TOO_BIG = Disconnect(1009, "policy", "frame too large", reconnect=False)
 INVALID_UTF8 = Disconnect(1007, "policy", "invalid utf-8", reconnect=False)
 PROTOCOL_ERROR = Disconnect(1002, "policy", "protocol error", reconnect=False)
 SERVER_ERROR = Disconnect(1011, "error", "server error", reconnect=True)
+KICKED = Disconnect(1008, "policy", "disconnected by server", reconnect=False)
 
 CATALOGUE = (
     CLIENT,
@@ -49,6 +50,7 @@ CATALOGUE = (
     INVALID_UTF8,
     PROTOCOL_ERROR,
     SERVER_ERROR,
+    KICKED,
 )
 CLOSE_REASONS = tuple(dict.fromkeys(disconnect.reason for disconnect in CATALOGUE))
 """The ``reason`` labels of ``gateway_connections_closed_total``, in catalogue order."""

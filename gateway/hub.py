@@ -18,6 +18,7 @@ from typing import Any
 from gateway import disconnect, metrics, tracing
 from gateway.broker import Broker, BrokerUnavailable, Envelope, room_channel, room_of, user_channel
 from gateway.disconnect import Disconnect
+from gateway.hooks import JOIN, Hooks
 from gateway.identity import skeletons
 from gateway.outbox import OutFrame
 from gateway.presence import USER_ROOM, Presence
@@ -32,10 +33,14 @@ class Hub:
     """Membership (attach, join, leave, detach), publishing, local fan-out and the idle reaper
     of one worker. Implements :class:`gateway.session.Rooms` for its sessions."""
 
-    def __init__(self, settings: Settings, broker: Broker, presence: Presence) -> None:
+    def __init__(
+        self, settings: Settings, broker: Broker, presence: Presence, hooks: Hooks | None = None
+    ) -> None:
         self.settings = settings
         self.broker = broker
         self.presence = presence
+        self.hooks = hooks
+        """Asks the app backend's ``join`` hook (never for the lobby a connection starts in)."""
         self.sessions: set[Session] = set()
         self._members: dict[str, set[Session]] = {}
         self._users: dict[str, set[Session]] = {}
@@ -124,7 +129,7 @@ class Hub:
         try:
             await self.presence.add(USER_ROOM, session.user, session.connection_id)
             await self._subscribe(user_channel(session.user), session)
-            await self.join(session, DEFAULT_ROOM)
+            await self.join(session, DEFAULT_ROOM, ask=False)
         except BrokerUnavailable:
             return disconnect.SERVER_ERROR
         return None
@@ -151,6 +156,10 @@ class Hub:
         with contextlib.suppress(BrokerUnavailable):
             await self._unsubscribe(user_channel(session.user), session)
 
+    def sessions_of(self, user: str) -> list[Session]:
+        """This worker's connections of ``user``."""
+        return list(self._users.get(user, ()))
+
     async def _release_identity(self, session: Session) -> None:
         keys = self._claims.pop(session, None)
         if keys is not None:
@@ -163,13 +172,16 @@ class Hub:
             del self._users[session.user]
         await self.presence.remove(USER_ROOM, session.user, session.connection_id)
 
-    async def join(self, session: Session, room: str, *, hold: bool = False) -> bool:
+    async def join(
+        self, session: Session, room: str, *, hold: bool = False, ask: bool = True
+    ) -> bool:
         """Subscribe, then ``joined`` (with the room's ``last_id``) before any of its messages.
 
         The new cursor holds live messages from before the subscription; once the broker has
         confirmed it, the room's newest id splits what comes live (newer) from what is in
         history (up to it), the ack goes out, and the held messages newer than it follow.
-        ``hold`` keeps holding them for a resume that replays history first.
+        ``hold`` keeps holding them for a resume that replays history first. ``ask``: the app
+        backend's ``join`` hook decides too (after the grants and the room limit).
         """
         if room in session.rooms:
             await self._acknowledge_join(session, room)
@@ -181,6 +193,11 @@ class Hub:
             limit = self.settings.max_rooms_per_connection
             session.reject(ProtocolError(ErrorCode.FORBIDDEN, f"at most {limit} rooms at once"))
             return False
+        if ask and self.hooks is not None and self.hooks.asks(JOIN):
+            decision = await self.hooks.decide(JOIN, {"user": session.user, "room": room})
+            if isinstance(decision, ProtocolError):
+                session.reject(decision)
+                return False
         cursor = session.enter(room)
         await self._subscribe(room_channel(room), session)
         cursor.start(await self.broker.last_id(room_channel(room)))

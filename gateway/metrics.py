@@ -46,7 +46,12 @@ REFUSE_REASONS = (
     "forbidden",
     "handshake_timeout",
     "over_capacity",
+    "unavailable",
 )
+HOOK_EVENTS = ("connect", "join", "message")
+HOOK_OUTCOMES = ("allow", "deny", "error")
+API_OPERATIONS = ("publish", "rooms", "messages", "disconnect", "remove_member")
+API_OUTCOMES = ("ok", "replayed", "invalid", "not_found", "conflict", "unavailable")
 HTTP_REFUSE_REASONS = ("unauthorized", "api_off", "too_large")
 
 CONNECTIONS = Gauge(
@@ -96,6 +101,22 @@ BROKER_UP = Gauge(
     "1 while the broker is reachable (the lowest over live workers).",
     multiprocess_mode="livemin",
 )
+HOOK_REQUESTS = Counter(
+    "gateway_hook_requests",
+    "Decisions asked of the app backend, by event and outcome (allow, deny, error).",
+    ["event", "outcome"],
+)
+HOOK_DURATION = Histogram(
+    "gateway_hook_duration_seconds",
+    "From sending a hook request to its answer (or its failure), by event.",
+    ["event"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+API_REQUESTS = Counter(
+    "gateway_api_requests",
+    "Server API calls (bearer GATEWAY_API_KEY), by operation and outcome.",
+    ["operation", "outcome"],
+)
 
 for _reason in CLOSE_REASONS:
     CONNECTIONS_CLOSED.labels(_reason)
@@ -105,6 +126,13 @@ for _reason in REFUSE_REASONS:
     CONNECTIONS_REFUSED.labels(_reason)
 for _reason in HTTP_REFUSE_REASONS:
     HTTP_REFUSED.labels(_reason)
+for _event in HOOK_EVENTS:
+    HOOK_DURATION.labels(_event)
+    for _outcome in HOOK_OUTCOMES:
+        HOOK_REQUESTS.labels(_event, _outcome)
+for _operation in API_OPERATIONS:
+    for _outcome in API_OUTCOMES:
+        API_REQUESTS.labels(_operation, _outcome)
 
 _LIVE_FILE = re.compile(r"^gauge_livesum_(\d+)\.db$")
 

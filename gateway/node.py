@@ -17,7 +17,10 @@ from typing import Any
 
 from gateway import logs
 from gateway.admission import Admission
-from gateway.broker import Envelope, create_broker
+from gateway.api import ServerApi
+from gateway.broker import CONTROL_CHANNEL, Envelope, create_broker
+from gateway.control import Control
+from gateway.hooks import Hooks
 from gateway.hub import Hub
 from gateway.outbox import Outbox
 from gateway.presence import create_presence
@@ -37,8 +40,18 @@ class Node:
             settings.broker_url, settings.presence_ttl, settings.heartbeat_timeout
         )
         self.message_limit = message_limiter(settings.rate_limit, settings.broker_url)
-        self.admission = Admission(settings)
-        self.hub = Hub(settings, self.broker, self.presence)
+        self.hooks = Hooks(settings, self.codec) if settings.hook_url else None
+        self.admission = Admission(settings, self.hooks)
+        self.hub = Hub(settings, self.broker, self.presence, self.hooks)
+        self.control = Control(self.broker, self.hub)
+        self.api = ServerApi(
+            self.codec,
+            self.hub,
+            self.broker,
+            self.presence,
+            self.control,
+            settings.idempotency_ttl,
+        )
         self.services = SessionServices(
             rooms=self.hub,
             codec=self.codec,
@@ -47,6 +60,9 @@ class Node:
             message_limit=self.message_limit,
             command_rate=settings.command_rate_limit,
             strikes=settings.rate_limit_strikes,
+            authenticator=self.admission.authenticator,
+            auth_leeway=settings.auth_leeway,
+            hooks=self.hooks,
         )
         self._anonymous_ids = itertools.count(self._first_anonymous_id(settings))
         self._connection_ids = itertools.count(1)
@@ -58,15 +74,22 @@ class Node:
 
     def _deliver(self, envelope: Envelope) -> None:
         """The broker's callback, bound before the hub exists: the two need each other."""
-        self.hub.deliver(envelope)
+        if envelope.channel == CONTROL_CHANNEL:
+            self.control.apply(envelope)
+        else:
+            self.hub.deliver(envelope)
 
     async def start(self) -> None:
         await self.broker.start()
         await self.presence.start()
+        await self.control.start()
         self.hub.start()
 
     async def aclose(self) -> None:
+        await self.control.aclose()
         await self.hub.aclose()
+        if self.hooks is not None:
+            await self.hooks.aclose()
         await self.presence.aclose()
         await self.broker.aclose()
         await self.message_limit.aclose()
@@ -77,9 +100,13 @@ class Node:
         """Whether this worker should take new connections (``/readyz``)."""
         return not self.draining and self.broker.ready
 
+    def name_for(self, user: str | None) -> str:
+        """The identity's name; ``None`` (anonymous) gets the next ``anonymous-<n>``."""
+        return user if user is not None else f"anonymous-{next(self._anonymous_ids)}"
+
     def new_session(self, user: str | None, wire: WireFormat, outbox: Outbox) -> Session:
         """A session for an admitted connection; ``user=None`` is anonymous (named here)."""
-        name = user if user is not None else f"anonymous-{next(self._anonymous_ids)}"
+        name = self.name_for(user)
         connection_id = f"{id(self):x}-{next(self._connection_ids)}"
         return Session(self.services, name, connection_id, wire, outbox)
 

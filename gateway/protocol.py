@@ -82,7 +82,13 @@ class Ping:
     pass
 
 
-Command = SendMessage | SendDirect | Join | Leave | Resume | Ping
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    token: str
+    """A new JWT for the same ``sub`` (see :mod:`gateway.auth`)."""
+
+
+Command = SendMessage | SendDirect | Join | Leave | Resume | Ping | Refresh
 
 
 def is_valid_room(room: object) -> TypeGuard[str]:
@@ -172,6 +178,11 @@ class Codec:
             return Resume(room, after)
         if kind == "ping":
             return Ping()
+        if kind == "refresh":
+            token = data.get("token")
+            if not isinstance(token, str) or not token:
+                return ProtocolError(ErrorCode.INVALID, "token must be a non-empty string")
+            return Refresh(token)
         return ProtocolError(ErrorCode.INVALID, f"unknown message type: {str(kind)[:32]!r}")
 
 

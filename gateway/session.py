@@ -11,12 +11,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway import disconnect, metrics
+from gateway.auth import Authenticator, Expiry, Identity, renewed
 from gateway.broker import Broker, BrokerUnavailable, Envelope, room_channel
+from gateway.cursor import RoomCursor
 from gateway.disconnect import Disconnect
+from gateway.hooks import MESSAGE, Hooks
 from gateway.outbox import Outbox, OutFrame
 from gateway.presence import Presence
 from gateway.protocol import (
@@ -27,6 +30,7 @@ from gateway.protocol import (
     Leave,
     Ping,
     ProtocolError,
+    Refresh,
     Resume,
     SendDirect,
     SendMessage,
@@ -38,29 +42,8 @@ from gateway.settings import RateLimit
 
 log = logging.getLogger("gateway.session")
 NOT_SENT = "message not sent: broker unavailable, retry"
-LIMITED_COMMANDS = (Join, Leave, Resume, Ping)
+LIMITED_COMMANDS = (Join, Leave, Resume, Ping, Refresh)
 """What ``GATEWAY_COMMAND_RATE_LIMIT`` counts: the commands chat's own rate limit does not."""
-
-
-@dataclass(slots=True)
-class RoomCursor:
-    """Where this connection stands in a room's id sequence, so nothing is shown twice or missed.
-
-    Every id in ``(floor, last_seq]`` has been offered to the connection (live or replayed): a
-    resume replays only what lies outside that range. A new cursor holds live messages back
-    from before the subscription until the ``joined`` ack is out (see ``Hub.join``).
-    """
-
-    last_seq: int = 0
-    floor: int = 0
-    since: int = 0
-    """The room's newest id when this connection's subscription began: the ack's ``last_id``."""
-    held: list[OutFrame] | None = field(default_factory=list)
-    """Live messages held back until ``joined`` is sent, and while a resume replays history."""
-
-    def start(self, last_id: int) -> None:
-        """The subscription is live from ``last_id`` on: older ids are in history."""
-        self.last_seq = self.floor = self.since = last_id
 
 
 class Rooms(Protocol):
@@ -91,6 +74,11 @@ class SessionServices:
     command_rate: RateLimit
     strikes: int
     """``GATEWAY_RATE_LIMIT_STRIKES``."""
+    authenticator: Authenticator | None = None
+    """Verifies ``refresh`` tokens (None: auth is off)."""
+    auth_leeway: float = 0.0
+    hooks: Hooks | None = None
+    """Asks the app backend about each chat message (``message`` hook)."""
 
 
 class Session:
@@ -99,12 +87,14 @@ class Session:
         "commands",
         "connection_id",
         "current_room",
+        "expiry",
         "last_activity",
         "may_join",
         "outbox",
         "rooms",
         "services",
         "strikes",
+        "token_grants",
         "user",
         "wire",
     )
@@ -132,6 +122,10 @@ class Session:
         self.closing: Disconnect | None = None
         self.may_join: Callable[[str], bool] = lambda room: True
         """The rooms the identity's token grants (see :mod:`gateway.auth`)."""
+        self.token_grants = False
+        """Whether ``may_join`` comes from the token (a refresh then replaces it), not from
+        the app backend's ``connect`` answer."""
+        self.expiry = Expiry(services.auth_leeway)
         outbox.on_overflow = self._slow_consumer
 
     def __repr__(self) -> str:
@@ -181,6 +175,8 @@ class Session:
             await self.resume(command.room, command.after)
         elif isinstance(command, Ping):
             self.send({"type": "pong"})
+        elif isinstance(command, Refresh):
+            self._refresh(command.token)
 
     def on_binary(self) -> None:
         self.last_activity = time.monotonic()
@@ -190,10 +186,39 @@ class Session:
         room = command.room or self.current_room
         if not self._is_member(room) or not await self._within_rate():
             return
+        text = await self._vetted(room, command.text)
+        if text is None:
+            return
         try:
-            await self.services.rooms.publish_message(room, self.user, command.text)
+            await self.services.rooms.publish_message(room, self.user, text)
         except BrokerUnavailable:
             self.send_error(ErrorCode.UNAVAILABLE, NOT_SENT)
+
+    async def _vetted(self, room: str, text: str) -> str | None:
+        """The text to publish as the app backend's ``message`` hook decides; None: refused."""
+        hooks = self.services.hooks
+        if hooks is None or not hooks.asks(MESSAGE):
+            return text
+        decision = await hooks.decide(MESSAGE, {"user": self.user, "room": room, "text": text})
+        if isinstance(decision, ProtocolError):
+            self.reject(decision)
+            return None
+        return decision.text if decision.text is not None else text
+
+    def _refresh(self, token: str) -> None:
+        """A new token for the same user moves the expiry; otherwise the old one stands."""
+        identity = renewed(self.services.authenticator, self.user, token)
+        if isinstance(identity, ProtocolError):
+            self.reject(identity)
+            return
+        self.arm_expiry(identity)
+        if self.token_grants:
+            self.may_join = identity.may_join
+        self.send({"type": "refreshed", "exp": int(identity.expires_at)})
+
+    def arm_expiry(self, identity: Identity) -> None:
+        """Close with 1008 when ``identity``'s token runs out (replacing any earlier timer)."""
+        self.expiry.arm(identity, lambda: self.close(disconnect.TOKEN_EXPIRED))
 
     async def _direct(self, command: SendDirect) -> None:
         if not await self._within_rate():
@@ -254,7 +279,7 @@ class Session:
             self.release_held(cursor)
             return
         after = max(after, 0)
-        replayed = self._replay(cursor, history.messages)
+        replayed = cursor.replay(history.messages, self.outbox)
         cursor.floor = min(cursor.floor, after)
         cursor.last_seq = max(cursor.last_seq, after)
         replayed += self.release_held(cursor)
@@ -262,28 +287,9 @@ class Session:
             {"type": "resumed", "room": room, "recovered": history.complete, "count": replayed}
         )
 
-    def _replay(self, cursor: RoomCursor, messages: list[Envelope]) -> int:
-        """Offer the kept messages this connection was not offered yet; returns how many."""
-        passed = 0
-        for envelope in messages:
-            seq = envelope.seq
-            if cursor.floor < seq <= cursor.last_seq:
-                continue
-            cursor.last_seq = max(cursor.last_seq, seq)
-            passed += 1
-            self.outbox.offer(OutFrame(envelope.event, seq=seq))
-        return passed
-
     def release_held(self, cursor: RoomCursor) -> int:
         """Stop holding; offer the held frames newer than the cursor, returns how many."""
-        held, cursor.held = cursor.held or [], None
-        passed = 0
-        for frame in held:
-            if frame.seq > cursor.last_seq:
-                cursor.last_seq = frame.seq
-                passed += 1
-                self.outbox.offer(frame)
-        return passed
+        return cursor.release(self.outbox)
 
     # Outbound
 

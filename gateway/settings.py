@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "GATEWAY_"
+HOOK_EVENTS = ("connect", "join", "message")
 
 
 class SettingsError(ValueError):
@@ -95,8 +96,53 @@ class Settings(BaseSettings):
     """``join``, ``leave``, ``resume`` and ``ping`` commands per window per connection: each
     join or leave is a presence event to every member of the room, so one client could
     otherwise make a room's members do its work. ``0`` = off."""
+    hook_url: str = ""
+    """Base URL of the app backend asked by :mod:`gateway.hooks`; empty = no hooks."""
+    hook_secret: str = Field("", repr=False, validate_default=True)
+    hook_events: Annotated[tuple[str, ...], NoDecode] = HOOK_EVENTS
+    hook_timeout: float = Field(2.0, gt=0, le=60)
+    hook_failure: str = "closed"
+    """``closed``: a backend that fails refuses; ``open``: it allows."""
+    idempotency_ttl: int = Field(300, ge=1, le=7 * 24 * 3600)
+    """Seconds an ``Idempotency-Key`` of the publish API is remembered (in the broker)."""
     log_level: str = "info"
     log_format: str = "auto"
+
+    @field_validator("hook_url")
+    @classmethod
+    def _check_hook_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and (
+            urlsplit(value).scheme not in {"http", "https"} or not urlsplit(value).netloc
+        ):
+            raise ValueError("expected an http:// or https:// base URL, or empty for no hooks")
+        return value
+
+    @field_validator("hook_secret")
+    @classmethod
+    def _check_hook_secret(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("hook_url") and len(value.encode()) < 32:
+            raise ValueError("at least 32 bytes are required when GATEWAY_HOOK_URL is set")
+        return value
+
+    @field_validator("hook_events", mode="before")
+    @classmethod
+    def _split_hook_events(cls, value: object) -> tuple[str, ...]:
+        if isinstance(value, str):
+            value = [part.strip().lower() for part in value.split(",") if part.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ValueError("expected a comma list of connect, join, message")
+        unknown = [str(part) for part in value if part not in HOOK_EVENTS]
+        if unknown:
+            raise ValueError(f"unknown hook event {unknown[0]!r}: use connect, join, message")
+        return tuple(dict.fromkeys(str(part) for part in value))
+
+    @field_validator("hook_failure")
+    @classmethod
+    def _check_hook_failure(cls, value: str) -> str:
+        if value.strip().lower() not in {"closed", "open"}:
+            raise ValueError("expected closed (a failing backend refuses) or open (it allows)")
+        return value.strip().lower()
 
     @field_validator("rate_limit", "connect_rate_limit", "command_rate_limit", mode="before")
     @classmethod

@@ -243,11 +243,11 @@ def detach_connection_span() -> None:
     if _tracer is None:
         return
     span_context = trace.get_current_span().get_span_context()
-    ctx = otel_context.set_value(_CONNECTION_KEY, span_context, otel_context.Context())
+    ctx = otel_context.set_value(CONNECTION_KEY, span_context, otel_context.Context())
     otel_context.attach(ctx)
 
 
-_CONNECTION_KEY = "gateway.connection_span"
+CONNECTION_KEY = "gateway.connection_span"
 
 
 def system_of(broker: Broker) -> str:
@@ -261,7 +261,7 @@ async def publish(broker: Broker, envelope: Envelope, *, keep: bool) -> Envelope
         return await broker.publish(envelope, keep=keep)
     destination, template = _destination(envelope.channel)
     links = []
-    connection = otel_context.get_value(_CONNECTION_KEY)
+    connection = otel_context.get_value(CONNECTION_KEY)
     if isinstance(connection, trace.SpanContext) and connection.is_valid:
         links.append(Link(connection))
     with active.start_as_current_span(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from gateway.broker.base import (
+    CONTROL_CHANNEL,
     Broker,
     BrokerUnavailable,
     DeliverFn,
@@ -16,6 +17,7 @@ from gateway.broker.base import (
 )
 
 __all__ = [
+    "CONTROL_CHANNEL",
     "Broker",
     "BrokerUnavailable",
     "DeliverFn",

@@ -65,6 +65,8 @@ DeliverFn = Callable[[Envelope], None]
 ROOM_PREFIX = "room:"
 USER_PREFIX = "user:"
 """Channel names: the one place that builds and reads them (rooms and users never collide)."""
+CONTROL_CHANNEL = "control"
+"""Commands to every worker (:mod:`gateway.control`); every worker subscribes to it."""
 
 
 def room_channel(room: str) -> str:
@@ -116,3 +118,18 @@ class Broker(ABC):
         Read after :meth:`subscribe` returns, it splits the ids a new member hears live (above
         it) from those it can only get from :meth:`history` (up to it): no gap between the two.
         """
+
+    # A small shared store with expiry (idempotency keys of the server API)
+
+    @abstractmethod
+    async def put_if_absent(self, key: str, value: str, ttl: float) -> str | None:
+        """Store ``value`` under ``key`` for ``ttl`` seconds unless the key holds a value:
+        None when stored, else the value already there. Atomic over the fleet."""
+
+    @abstractmethod
+    async def put(self, key: str, value: str, ttl: float) -> None:
+        """Overwrite ``key`` with ``value`` for ``ttl`` seconds."""
+
+    @abstractmethod
+    async def delete_if(self, key: str, value: str) -> None:
+        """Remove ``key`` if it still holds ``value``."""

@@ -24,6 +24,8 @@ class MemoryBroker(Broker):
         self._sequences: dict[str, int] = {}
         self._bases: dict[str, int] = {}
         self._history: dict[str, deque[Envelope]] = {}
+        self._store: dict[str, tuple[str, float]] = {}
+        """key -> (value, monotonic expiry)"""
 
     async def start(self) -> None:
         metrics.BROKER_UP.set(1)  # in this process: up for as long as the process lives
@@ -68,3 +70,28 @@ class MemoryBroker(Broker):
 
     async def last_id(self, channel: str) -> int:
         return self._sequences.get(channel, 0)
+
+    def _live(self, key: str) -> str | None:
+        held = self._store.get(key)
+        if held is None:
+            return None
+        if held[1] <= time.monotonic():
+            del self._store[key]
+            return None
+        return held[0]
+
+    async def put_if_absent(self, key: str, value: str, ttl: float) -> str | None:
+        existing = self._live(key)
+        if existing is None:
+            self._store[key] = (value, time.monotonic() + ttl)
+        if len(self._store) > 1024 and existing is None:
+            for stale in [k for k, (_, at) in self._store.items() if at <= time.monotonic()]:
+                del self._store[stale]
+        return existing
+
+    async def put(self, key: str, value: str, ttl: float) -> None:
+        self._store[key] = (value, time.monotonic() + ttl)
+
+    async def delete_if(self, key: str, value: str) -> None:
+        if self._live(key) == value:
+            del self._store[key]

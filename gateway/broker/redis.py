@@ -100,6 +100,17 @@ redis.call('EXPIRE', meta, ARGV[4])
 redis.call('PUBLISH', ARGV[1], id .. ':' .. ARGV[2])
 return id
 """
+PUT_IF_ABSENT_SCRIPT = """
+local held = redis.call('GET', KEYS[1])
+if held then return held end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+"""
+"""SET NX and GET in one step (``SET NX GET`` needs Redis 7; this works on 6.2)."""
+DELETE_IF_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -158,6 +169,7 @@ class RedisBroker(Broker):
         self._commands: Redis | None = None
         self._subscriber: Redis | None = None
         self._publish_script: Any = None
+        self._store_scripts: dict[str, Any] = {}
         self._channels: set[str] = set()
         """Channels with local interest: what the pub/sub connection must hear."""
         self._last_seq: dict[str, int] = {}
@@ -189,6 +201,8 @@ class RedisBroker(Broker):
         self._commands = connect(self.url, retries=1)
         self._subscriber = connect(self.url, retries=0, hang_aware=False)
         self._publish_script = self._commands.register_script(PUBLISH_SCRIPT)
+        for name, source in (("put", PUT_IF_ABSENT_SCRIPT), ("delete", DELETE_IF_SCRIPT)):
+            self._store_scripts[name] = self._commands.register_script(source)
         metrics.BROKER_UP.set(0)
         self._supervisor = asyncio.create_task(self._supervise(), name="gateway-redis-pubsub")
         with contextlib.suppress(TimeoutError):
@@ -271,6 +285,34 @@ class RedisBroker(Broker):
         except UNAVAILABLE as error:
             raise BrokerUnavailable(f"redis: {error}") from error
         return int(raw) if raw is not None else 0
+
+    # The shared store
+
+    def store_key(self, key: str) -> str:
+        return f"{self.prefix}:store:{key}"
+
+    async def put_if_absent(self, key: str, value: str, ttl: float) -> str | None:
+        held = await self._store("put", key, value, max(int(ttl * 1000), 1))
+        return None if held is None else bytes(held).decode()
+
+    async def put(self, key: str, value: str, ttl: float) -> None:
+        if self._commands is None:
+            raise BrokerUnavailable("broker not started")
+        try:
+            await self._commands.set(self.store_key(key), value, px=max(int(ttl * 1000), 1))
+        except UNAVAILABLE as error:
+            raise BrokerUnavailable(f"redis: {error}") from error
+
+    async def delete_if(self, key: str, value: str) -> None:
+        await self._store("delete", key, value)
+
+    async def _store(self, script: str, key: str, *args: object) -> Any:
+        if self._commands is None:
+            raise BrokerUnavailable("broker not started")
+        try:
+            return await self._store_scripts[script](keys=[self.store_key(key)], args=list(args))
+        except UNAVAILABLE as error:
+            raise BrokerUnavailable(f"redis: {error}") from error
 
     # Subscriptions
 

@@ -30,6 +30,10 @@ class Presence(ABC):
         """Distinct users with at least one live connection in ``room``, sorted."""
 
     @abstractmethod
+    async def rooms(self) -> list[tuple[str, int]]:
+        """Every room with a live member anywhere, and its count of distinct users, by name."""
+
+    @abstractmethod
     async def connections_of(self, user: str) -> int:
         """Live connections of ``user`` anywhere (any room, any worker)."""
 

@@ -31,6 +31,11 @@ class MemoryPresence(Presence):
     async def online(self, room: str) -> list[str]:
         return sorted(self._rooms.get(room, {}))
 
+    async def rooms(self) -> list[tuple[str, int]]:
+        return sorted(
+            (room, len(users)) for room, users in self._rooms.items() if room != USER_ROOM
+        )
+
     async def connections_of(self, user: str) -> int:
         return len(self._rooms.get(USER_ROOM, {}).get(user, ()))
 

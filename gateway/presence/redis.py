@@ -228,6 +228,31 @@ class RedisPresence(Presence):
         members = await self._read("members", self.room_key(room))
         return sorted({bytes(member).decode().partition(SEPARATOR)[0] for member in members})
 
+    async def rooms(self) -> list[tuple[str, int]]:
+        """``SCAN`` over the presence keys (O(keys in Redis): an operator's call, not a hot
+        path), then each room's live members in one pipeline."""
+        if self._client is None:
+            raise BrokerUnavailable("presence not started")
+        head = self.room_key("")
+        pattern = _glob_escape(head) + "*"
+        try:
+            keys = sorted(
+                {bytes(key).decode() async for key in self._client.scan_iter(pattern, 1000)}
+                - {self.room_key(USER_ROOM)}
+            )
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    await self._scripts["members"](keys=[key], client=pipe)
+                results = await pipe.execute()
+        except UNAVAILABLE as error:
+            raise BrokerUnavailable(f"presence: {error}") from error
+        counts = []
+        for key, members in zip(keys, results, strict=True):
+            users = {bytes(member).decode().partition(SEPARATOR)[0] for member in members}
+            if users:
+                counts.append((key[len(head) :], len(users)))
+        return counts
+
     async def connections_of(self, user: str) -> int:
         return int(await self._read("count", self.user_key(user)))
 
@@ -294,3 +319,8 @@ def _by_holder(claims: dict[str, str]) -> dict[str, list[str]]:
     for key, holder in claims.items():
         grouped.setdefault(holder, []).append(key)
     return grouped
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by a Redis ``SCAN MATCH`` pattern."""
+    return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)

@@ -28,7 +28,6 @@ from typing import Any
 from fastapi import Depends, FastAPI, Header, HTTPException, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
 from starlette.routing import Match, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
@@ -37,7 +36,8 @@ from gateway import metrics as gateway_metrics
 from gateway.auth import TokenError
 from gateway.broker import BrokerUnavailable
 from gateway.node import Node
-from gateway.protocol import ProtocolError, is_valid_room, is_valid_user
+from gateway.protocol import is_valid_room
+from gateway.server.api import server_api
 from gateway.server.apidocs import serve_docs
 from gateway.server.httpguard import HttpGuard, api_key_refusal
 from gateway.server.instrumentation import instrument
@@ -74,11 +74,6 @@ class GatewayApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-class PublishRequest(BaseModel):
-    text: str
-    sender: str = "api"
-
-
 def create_app(settings: Settings | None = None) -> GatewayApp:
     settings = settings or load_settings()
     tracing_config = tracing.config_from_env()
@@ -111,7 +106,7 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR), check_dir=False), name="static")
     _page_and_probes(app, node)
     _presence_api(app, node)
-    _publish_api(app, node)
+    server_api(app, node)
     if settings.api_docs:
         serve_docs(app)
 
@@ -177,36 +172,6 @@ def _presence_api(app: FastAPI, node: Node) -> None:
         return {"room": room, "online": online, "count": len(online)}
 
 
-def _publish_api(app: FastAPI, node: Node) -> None:
-    settings = node.settings
-
-    def api_key(authorization: str = Header("")) -> None:
-        """A dependency, so an unauthenticated caller gets 401 before the body is validated."""
-        _require_api_key(settings, authorization)
-
-    @app.post("/api/rooms/{room}/messages", status_code=202, dependencies=[Depends(api_key)])
-    async def publish(room: str, body: PublishRequest) -> dict[str, Any]:
-        _require_room(room)
-        checked = node.codec.check_text(body.text)
-        if isinstance(checked, ProtocolError):
-            raise HTTPException(422, {"code": checked.code.value, "detail": checked.detail})
-        if not is_valid_user(body.sender):
-            raise HTTPException(422, {"code": "invalid", "detail": "invalid sender"})
-        try:
-            envelope = await node.hub.publish_message(room, body.sender, checked, source="api")
-        except BrokerUnavailable:
-            raise HTTPException(503, "broker unavailable; nothing was published") from None
-        return {"id": envelope.event["id"], "room": room}
-
-
 def _require_room(room: str) -> None:
     if not is_valid_room(room):
         raise HTTPException(404, "no such room")
-
-
-def _require_api_key(settings: Settings, authorization: str) -> None:
-    refusal = api_key_refusal(settings.api_key, authorization)
-    if refusal is not None:
-        status, detail = refusal
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        raise HTTPException(status, detail, headers=headers)

@@ -117,6 +117,7 @@ def _handshake(websocket: WebSocket, path_user: str | None) -> Handshake:
         path_user=path_user,
         query_token=websocket.query_params.get("token"),
         subprotocols=tuple(websocket.scope.get("subprotocols", ())),
+        path=websocket.url.path,
     )
 
 
@@ -127,7 +128,11 @@ async def serve_connection(websocket: WebSocket, node: Node, user: str | None) -
     """
     user = None if user is None else display_form(user)
     wire = _wire_format(websocket, WireFormat.TEXT if user is None else WireFormat.JSON)
-    admitted = await node.admission.admit(_handshake(websocket, user))
+    handshake = _handshake(websocket, user)
+    admitted = await node.admission.admit(handshake)
+    name = "" if isinstance(admitted, Refusal) else node.name_for(admitted.user)
+    if not isinstance(admitted, Refusal):
+        admitted = await node.admission.consult(admitted, name, handshake)
     if isinstance(admitted, Refusal):
         await deny(websocket, admitted)
         return
@@ -142,8 +147,9 @@ async def serve_connection(websocket: WebSocket, node: Node, user: str | None) -
     if isinstance(sink, DirectSink):
         sink.protocol.hold_close_reply = True
     outbox = Outbox(sink, wire, node.settings.send_queue)
-    session = node.new_session(admitted.user, wire, outbox)
+    session = node.new_session(name, wire, outbox)
     session.may_join = admitted.may_join
+    session.token_grants = admitted.identity is not None and admitted.rooms is None
     logs.bind_connection(session.connection_id, session.user)
     log.info("connection opened", extra={"path": websocket.url.path, "format": wire.value})
     task = asyncio.current_task()
@@ -156,7 +162,6 @@ async def _run(websocket: WebSocket, node: Node, session: Session, admitted: Adm
     """Attach, read until the connection ends, detach; count the close under its reason."""
     hub, outbox = node.hub, session.outbox
     ended = disconnect.SERVER_ERROR
-    expiry = None
     try:
         if node.draining and hub.stop_delivery(session):
             await hub.send_away(session)
@@ -171,15 +176,15 @@ async def _run(websocket: WebSocket, node: Node, session: Session, admitted: Adm
             session.close(refused)
             ended = refused
             return
-        expiry = node.admission.expire(admitted, lambda: session.close(disconnect.TOKEN_EXPIRED))
+        if admitted.identity is not None:
+            session.arm_expiry(admitted.identity)
         ended = await _read_loop(websocket, session)
     except Exception:
         log.exception("connection failed", extra={"connection_id": session.connection_id})
         session.close(disconnect.SERVER_ERROR)
         ended = disconnect.SERVER_ERROR
     finally:
-        if expiry is not None:
-            expiry.cancel()
+        session.expiry.cancel()
         await hub.detach(session, _close_reply(outbox.sink))
         if not outbox.finished:
             session.close(ended)

@@ -34,6 +34,8 @@ CONTRACT_METRICS = {
     "gateway_draining",
     "gateway_broker_up",
     "gateway_info",
+    "gateway_hook_requests_total",
+    "gateway_hook_duration_seconds_bucket",
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
     "process_open_fds",
