@@ -21,6 +21,9 @@ class RoomCursor:
     floor: int = 0
     since: int = 0
     """The room's newest id when this connection's subscription began: the ack's ``last_id``."""
+    presence_mark: int = 0
+    """The room's presence change count when this connection subscribed: it hears the later
+    ones (see :mod:`gateway.presence_batch`)."""
     held: list[OutFrame] | None = field(default_factory=list)
     """Live messages held back until ``joined`` is sent, and while a resume replays history."""
 

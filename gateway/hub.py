@@ -22,6 +22,7 @@ from gateway.hooks import JOIN, Hooks
 from gateway.identity import skeletons
 from gateway.outbox import OutFrame
 from gateway.presence import USER_ROOM, Presence
+from gateway.presence_batch import Batch, PresenceBatcher
 from gateway.protocol import DEFAULT_ROOM, ErrorCode, ProtocolError
 from gateway.session import Session
 from gateway.settings import Settings
@@ -48,12 +49,16 @@ class Hub:
         """The id keys each session with an unshared id claimed (:mod:`gateway.identity`)."""
         self._subscribing: dict[str, asyncio.Future[None]] = {}
         self._reaper: asyncio.Task[None] | None = None
+        self.presence_batches = PresenceBatcher(
+            settings.presence_batch_ms / 1000, settings.presence_names_max, self._fan_out
+        )
 
     def start(self) -> None:
         if self.settings.idle_timeout > 0:
             self._reaper = asyncio.create_task(self._reap_idle(), name="gateway-idle-reaper")
 
     async def aclose(self) -> None:
+        self.presence_batches.aclose()
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -199,6 +204,7 @@ class Hub:
                 session.reject(decision)
                 return False
         cursor = session.enter(room)
+        cursor.presence_mark = self.presence_batches.mark(room_channel(room))
         await self._subscribe(room_channel(room), session)
         cursor.start(await self.broker.last_id(room_channel(room)))
         await self.presence.add(room, session.user, session.connection_id)
@@ -224,13 +230,14 @@ class Hub:
         an error, then the ack without ``online`` (``None``): the membership stands, only the
         list is missing."""
         ack: dict[str, Any] = {"type": "joined", "room": room}
+        online: list[str] | None = None
         try:
             online = await self.presence.online(room)
         except BrokerUnavailable:
             session.send_error(ErrorCode.UNAVAILABLE, f"in room {room!r}; presence unavailable")
-            online = None
         else:
-            ack["online"] = online
+            ack["online"] = online[: self.settings.presence_names_max]
+            ack["count"] = len(online)
         ack["last_id"] = str(session.rooms[room].since)
         session.send(ack)
         return online
@@ -260,6 +267,7 @@ class Hub:
         members.discard(session)
         if not members:
             del self._members[channel]
+            self.presence_batches.forget(channel)
             await self.broker.unsubscribe(channel)
 
     async def _publish_presence(self, room: str, event: str, user: str, online: int) -> None:
@@ -301,6 +309,9 @@ class Hub:
         if not members:
             return
         channel = envelope.channel
+        if envelope.event["type"] == "presence":
+            self.presence_batches.add(channel, envelope.event)
+            return
         room = room_of(channel)
         frame = OutFrame(envelope.event, channel, envelope.seq)
         with tracing.broadcast_span(self.broker, envelope, len(members)):
@@ -311,6 +322,25 @@ class Hub:
         metrics.BROADCAST_DURATION.observe(elapsed)
         metrics.BROADCAST_RECIPIENTS.observe(len(members))
         metrics.DELIVERY_LATENCY.observe(max(time.time() - envelope.accepted_at, 0.0))
+
+    def _fan_out(self, channel: str, batch: Batch) -> None:
+        """A window's presence to this worker's members of the room: one event each, encoded
+        once for all who were there before the window, apart for those who joined during it."""
+        members = self._members.get(channel)
+        room = room_of(channel)
+        if not members or room is None:
+            return
+        frames: dict[int, OutFrame | None] = {}
+        for session in list(members):
+            cursor = session.rooms.get(room)
+            after = max(cursor.presence_mark if cursor else 0, batch.first - 1)
+            if after not in frames:
+                event = self.presence_batches.event(batch, after)
+                frames[after] = None if event is None else OutFrame(event, channel)
+            frame = frames[after]
+            if frame is not None:
+                session.deliver(frame, room)
+        metrics.BROADCAST_RECIPIENTS.observe(len(members))
 
     # Idle connections
 

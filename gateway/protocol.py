@@ -225,6 +225,25 @@ def render_text(event: dict[str, Any]) -> str | None:
     return None if rendered is None else LINE_BREAKS.sub(" ", rendered)
 
 
+def _render_presence(event: dict[str, Any]) -> str:
+    """The seed's sentences for one change; one summary sentence for a window of several."""
+    change, online = event["event"], event["online"]
+    if change == "joined":
+        return f"{event['user']} joined. {online} users online."
+    if change == "left":
+        return f"{event['user']} left the chat"
+    if change == "count":
+        return f"{online} users online."
+    parts = [f"{_names(event[side])} {side}" for side in ("joined", "left") if event[side]]
+    return f"{'; '.join(parts)}. {online} users online."
+
+
+def _names(users: list[str], shown: int = 3) -> str:
+    if len(users) <= shown:
+        return ", ".join(users)
+    return f"{', '.join(users[:shown])} and {len(users) - shown} others"
+
+
 def _render_text(event: dict[str, Any]) -> str | None:
     kind = event["type"]
     if kind == "message":
@@ -232,9 +251,7 @@ def _render_text(event: dict[str, Any]) -> str | None:
     if kind == "direct":
         return f"{event['from']} (direct): {event['text']}"
     if kind == "presence":
-        if event["event"] == "joined":
-            return f"{event['user']} joined. {event['online']} users online."
-        return f"{event['user']} left the chat"
+        return _render_presence(event)
     if kind == "error":
         detail = str(event["detail"])
         if event["code"] == ErrorCode.RATE_LIMITED.value:

@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     presence_ttl: float = Field(15.0, ge=0.5)
     """Seconds a presence entry outlives its last refresh (every third of it): how long a
     crashed worker's users still appear online. Redis broker only."""
+    presence_batch_ms: int = Field(250, ge=0, le=60_000)
+    """Presence changes of a room within this window reach each member as one event (the
+    first at once); 0 sends every change as it comes (:mod:`gateway.presence_batch`)."""
+    presence_names_max: int = Field(1000, ge=0)
+    """Above this many members a room's presence events and ``joined`` lists stop naming users."""
     workers: int = Field(0, ge=0)
     """gunicorn workers; 0 = one per CPU with a shared broker, else 1."""
     api_key: str = Field("", repr=False)

@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from tests.drain.support import ExitWatch, Received, StalledClient, record
-from tests.support.clients import metric, of_type, open_ws, recv_text_until, recv_until
+from tests.support.clients import (
+    announces,
+    metric,
+    of_type,
+    open_ws,
+    recv_text_until,
+    recv_until,
+    text_announces,
+)
 from tests.support.servers import GatewayProcess, scaled, start_gateway, wait_until
 
 JITTER_MS = 400
@@ -92,8 +100,8 @@ async def test_sigterm_sends_everyone_away_flushed_in_order_and_exits_in_time() 
         text_reader = await open_ws(server.ws_url("/ws?format=text"))
         publisher = await open_ws(server.ws_url("/ws/publisher"))
         for ws in readers:
-            await recv_until(ws, of_type("presence", user="publisher"))
-        await recv_text_until(text_reader, lambda t: t.startswith("publisher joined"))
+            await recv_until(ws, announces("publisher"))
+        await recv_text_until(text_reader, text_announces("publisher"))
         await publisher.send(json.dumps({"type": "join", "room": "bulk"}))
         await recv_until(publisher, of_type("joined", room="bulk"))
 
@@ -156,7 +164,7 @@ async def test_a_client_that_never_reads_is_cut_at_the_deadline_and_the_rest_sti
         stalled = stalled_bulk_member(server)
         reader = await open_ws(server.ws_url("/ws/reader"))
         publisher = await open_ws(server.ws_url("/ws/publisher"))
-        await recv_until(reader, of_type("presence", user="publisher"))
+        await recv_until(reader, announces("publisher"))
         await publisher.send(json.dumps({"type": "join", "room": "bulk"}))
         await recv_until(publisher, of_type("joined", room="bulk"))
         bulk_ids = await publish(publisher, "bulk", [f"{n}:{BULK_TEXT}" for n in range(BULK)])

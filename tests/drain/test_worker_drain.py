@@ -24,7 +24,7 @@ import pytest
 from tests.drain.support import ExitWatch, StalledClient, record
 from tests.drain.test_drain_single import BULK, BULK_TEXT, assert_sent_away, drain_env, publish
 from tests.drain.test_rolling_restart import drain_lines
-from tests.support.clients import metric, of_type, open_ws, recv_until
+from tests.support.clients import departures, metric, of_type, open_ws, recv_until
 from tests.support.fleet import fleet_env as base_fleet_env
 from tests.support.fleet import launch_fleet, serving_process, wait_for_workers
 from tests.support.servers import scaled, wait_until
@@ -82,8 +82,8 @@ async def test_sigterm_to_one_worker_drains_it_alone_within_its_deadline(redis_u
         async def sees_them_leave(ws: Any) -> set[str]:
             left: set[str] = set()
             while not leaving <= left:
-                event, _ = await recv_until(ws, of_type("presence", event="left"), timeout=10)
-                left.add(event["user"])
+                event, _ = await recv_until(ws, lambda e: bool(departures(e)), timeout=10)
+                left.update(departures(event))
             return left
 
         watchers = [asyncio.create_task(sees_them_leave(ws)) for ws in staying]

@@ -7,7 +7,14 @@ import json
 
 from websockets.asyncio.client import ClientConnection
 
-from tests.support.clients import metric, of_type, open_ws, raw_handshake, recv_events, recv_until
+from tests.support.clients import (
+    announces,
+    metric,
+    open_ws,
+    raw_handshake,
+    recv_events,
+    recv_until,
+)
 from tests.support.servers import scaled, start_gateway, wait_until
 
 CLOSED = "gateway_connections_closed_total"
@@ -66,7 +73,7 @@ async def test_stalled_receiver_is_cut_off_while_fifty_others_get_everything() -
         ]
         publisher = await open_ws(server.ws_url("/ws/publisher"), max_queue=None)
         for ws in readers:
-            await recv_until(ws, of_type("presence", user="publisher"), timeout=20)
+            await recv_until(ws, announces("publisher"), timeout=20)
         listeners = [*readers, publisher]
         progress = Progress(len(listeners))
         tasks = [asyncio.create_task(progress.read(n, ws)) for n, ws in enumerate(listeners)]

@@ -57,6 +57,35 @@ def of_type(kind: str, **fields: Any) -> Callable[[dict[str, Any]], bool]:
     )
 
 
+def announces(user: str, room: str = "lobby") -> Callable[[dict[str, Any]], bool]:
+    """A presence event saying ``user`` joined ``room``: its own, or a window's ``diff``."""
+    return lambda event: (
+        event.get("type") == "presence"
+        and event.get("room") == room
+        and (event.get("user") == user or user in event.get("joined", ()))
+    )
+
+
+def departures(event: dict[str, Any], room: str = "lobby") -> list[str]:
+    """Who a presence event says left ``room``: its user, or a window's ``diff``."""
+    if event.get("type") != "presence" or event.get("room") != room:
+        return []
+    if event.get("event") == "left":
+        return [event["user"]]
+    return list(event.get("left", ()))
+
+
+def text_announces(user: str) -> Callable[[str], bool]:
+    """A text-format line saying ``user`` joined: the seed's sentence, or a window's summary
+    (``"a, b and 3 others joined; c left. 9 users online."``) that names them."""
+
+    def says(line: str) -> bool:
+        head, found, _ = line.partition(" joined")
+        return bool(found) and user in head.replace(" and ", ", ").split(", ")
+
+    return says
+
+
 async def recv_text_until(
     ws: ClientConnection, predicate: Callable[[str], bool], timeout: float = 5, limit: int = 1000
 ) -> tuple[str, list[str]]:

@@ -60,7 +60,9 @@ class Client:
 
 @pytest.fixture
 async def node() -> Any:
-    node = Node(load_settings(rate_limit=RateLimit(0, 0), send_queue=5, idle_timeout=0))
+    node = Node(
+        load_settings(rate_limit=RateLimit(0, 0), send_queue=5, idle_timeout=0, presence_batch_ms=0)
+    )
     await node.start()
     yield node
     await node.aclose()
@@ -85,7 +87,7 @@ async def test_every_connection_starts_in_the_lobby_with_presence(node: Node) ->
     alice = await connect(node, "alice")
     bob = await connect(node, "bob")
     assert alice.events("joined") == [
-        {"type": "joined", "room": "lobby", "online": ["alice"], "last_id": "0"}
+        {"type": "joined", "room": "lobby", "online": ["alice"], "count": 1, "last_id": "0"}
     ]
     joined = [(e["user"], e["online"]) for e in alice.events("presence")]
     assert joined == [("alice", 1), ("bob", 2)]
