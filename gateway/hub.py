@@ -131,13 +131,20 @@ class Hub:
         self._users.setdefault(session.user, set()).add(session)
         self.sessions.add(session)
         metrics.CONNECTIONS.inc()
+        return await self._settle_in(session)
+
+    async def _settle_in(self, session: Session) -> Disconnect | None:
+        """The user's presence, its direct channel and the lobby, at once: independent round
+        trips, so a handshake (and a reconnect storm) waits for the longest, not their sum."""
+        failed: Disconnect | None = None
         try:
-            await self.presence.add(USER_ROOM, session.user, session.connection_id)
-            await self._subscribe(user_channel(session.user), session)
-            await self.join(session, DEFAULT_ROOM, ask=False)
-        except BrokerUnavailable:
-            return disconnect.SERVER_ERROR
-        return None
+            async with asyncio.TaskGroup() as steps:
+                steps.create_task(self.presence.add(USER_ROOM, session.user, session.connection_id))
+                steps.create_task(self._subscribe(user_channel(session.user), session))
+                steps.create_task(self.join(session, DEFAULT_ROOM, ask=False))
+        except* BrokerUnavailable:
+            failed = disconnect.SERVER_ERROR
+        return failed
 
     async def detach(self, session: Session, released: Callable[[], None] | None = None) -> None:
         """Undo :meth:`attach`; safe to call for a half-attached session.
