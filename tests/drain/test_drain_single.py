@@ -14,8 +14,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from tests.drain.support import ExitWatch, Received, StalledClient, record
-from tests.support.clients import metric, of_type, open_ws, recv_text_until, recv_until
+from tests.drain.support import ExitWatch, record
+from tests.support.clients import of_type, open_ws, recv_text_until, recv_until
+from tests.support.metrics import metric
+from tests.support.rawws import Received, StalledClient
 from tests.support.servers import GatewayProcess, scaled, start_gateway, wait_until
 
 JITTER_MS = 400

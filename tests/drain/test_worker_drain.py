@@ -21,12 +21,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.drain.support import ExitWatch, StalledClient, record
+from tests.drain.support import ExitWatch, record
 from tests.drain.test_drain_single import BULK, BULK_TEXT, assert_sent_away, drain_env, publish
 from tests.drain.test_rolling_restart import drain_lines
-from tests.support.clients import metric, of_type, open_ws, recv_until
+from tests.support.clients import of_type, open_ws, recv_until
 from tests.support.fleet import fleet_env as base_fleet_env
 from tests.support.fleet import launch_fleet, serving_process, wait_for_workers
+from tests.support.metrics import metric
+from tests.support.rawws import StalledClient
 from tests.support.servers import scaled, wait_until
 
 pytestmark = pytest.mark.redis

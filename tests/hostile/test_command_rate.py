@@ -13,7 +13,8 @@ import json
 
 from websockets.exceptions import ConnectionClosed
 
-from tests.support.clients import EventReader, metric, open_ws
+from tests.support.clients import EventReader, open_ws
+from tests.support.metrics import metric
 from tests.support.servers import start_gateway
 
 ROOM = "arena"

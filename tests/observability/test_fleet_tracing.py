@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from tests.observability.fleet import Listener, fleet, pid_of_users
 from tests.observability.otlp import ReceivedSpan, http_receiver
-from tests.support.clients import metric, of_type
+from tests.support.clients import of_type
+from tests.support.metrics import metric
 from tests.support.servers import GatewayProcess, poll_until
 
 MAX_CLIENTS = 40

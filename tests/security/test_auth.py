@@ -30,7 +30,8 @@ from tests.security.helpers import (
     wait_connections,
     wait_metric,
 )
-from tests.support.clients import metric, of_type, open_ws, recv_text_until, recv_until, wait_closed
+from tests.support.clients import of_type, open_ws, recv_text_until, recv_until, wait_closed
+from tests.support.metrics import metric
 from tests.support.servers import GATEWAY_BIN, GatewayProcess, start_gateway
 
 
