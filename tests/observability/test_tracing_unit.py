@@ -24,23 +24,7 @@ from gateway.outbox import Outbox
 from gateway.protocol import WireFormat
 from gateway.session import Session
 from gateway.settings import RateLimit, load_settings
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-
-    def writable_now(self) -> bool:
-        return True
-
-    def write_now(self, data: bytes) -> None:
-        self.frames.append(data)
-
-    async def send_text(self, payload: str) -> None:
-        self.frames.append(payload.encode())
-
-    async def close(self, code: int, reason: str) -> None:
-        pass
+from tests.support.fakes import FakeSink
 
 
 @pytest.fixture
@@ -61,7 +45,7 @@ async def started_node() -> Node:
 
 
 async def attach(node: Node, user: str) -> Session:
-    outbox = Outbox(Sink(), WireFormat.JSON, 100)
+    outbox = Outbox(FakeSink(), WireFormat.JSON, 100)
     session = node.new_session(user, WireFormat.JSON, outbox)
     assert await node.hub.attach(session, allow_duplicate=False) is None
     return session

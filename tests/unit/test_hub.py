@@ -14,35 +14,7 @@ from gateway.node import Node
 from gateway.outbox import Outbox
 from gateway.protocol import WireFormat
 from gateway.settings import RateLimit, load_settings
-
-
-class FakeSink:
-    """Records what a connection would have written; can pretend the socket is full."""
-
-    def __init__(self) -> None:
-        self.writable = True
-        self.raw: list[bytes] = []
-        self.sent: list[str] = []
-        self.closed: tuple[int, str] | None = None
-        self.unblocked = asyncio.Event()
-        self.unblocked.set()
-
-    def writable_now(self) -> bool:
-        return self.writable
-
-    def write_now(self, data: bytes) -> None:
-        self.raw.append(data)
-
-    async def send_text(self, payload: str) -> None:
-        await self.unblocked.wait()
-        self.sent.append(payload)
-
-    async def close(self, code: int, reason: str) -> None:
-        self.closed = (code, reason)
-
-    def events(self) -> list[dict[str, Any]]:
-        texts = [frame[2:].decode() if frame[1] < 126 else frame[4:].decode() for frame in self.raw]
-        return [json.loads(line) for text in texts + self.sent for line in text.split("\n")]
+from tests.support.fakes import FakeSink
 
 
 class Client:
