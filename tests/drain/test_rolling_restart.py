@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from tests.drain.fleet import Publisher, ResumingClient, stop
-from tests.drain.support import ExitWatch
+from tests.drain.support import ExitWatch, drain_lines
 from tests.support.fleet import fleet_env as base_fleet_env
-from tests.support.fleet import launch_fleet, log_records
+from tests.support.fleet import launch_fleet
 from tests.support.servers import GatewayProcess, poll_until, scaled
 
 pytestmark = pytest.mark.redis
@@ -57,10 +57,6 @@ def gateway_env(redis_url: str) -> dict[str, str]:
             "GATEWAY_IDLE_TIMEOUT": "0",
         },
     )
-
-
-def drain_lines(server: GatewayProcess) -> list[dict[str, Any]]:
-    return [line for line in log_records(server) if line.get("logger") == "gateway.drain"]
 
 
 @pytest.fixture

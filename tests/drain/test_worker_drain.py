@@ -21,9 +21,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.drain.support import ExitWatch, record
-from tests.drain.test_drain_single import BULK, BULK_TEXT, assert_sent_away, drain_env, publish
-from tests.drain.test_rolling_restart import drain_lines
+from tests.drain.support import (
+    BULK,
+    BULK_TEXT,
+    ExitWatch,
+    assert_sent_away,
+    drain_env,
+    drain_lines,
+    publish,
+    record,
+)
 from tests.support.clients import of_type, open_ws, recv_until
 from tests.support.fleet import fleet_env as base_fleet_env
 from tests.support.fleet import launch_fleet, serving_process, wait_for_workers

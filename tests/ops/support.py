@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -214,3 +215,38 @@ def substitute(expr: str, job: str, rate_interval: str) -> str:
         .replace("$job", job)
         .replace("$instance", ".*")
     )
+
+
+K8S = OPS / "k8s"
+"""The Kubernetes base; rendered_text() is its ``kustomize build``, objects() by kind."""
+
+
+@functools.cache
+def rendered_text() -> str:
+    """`kustomize build ops/k8s` (or `kubectl kustomize ops/k8s`, the same kustomize)."""
+    kustomize = require_tool("kustomize", "kubectl")
+    argv = (
+        [kustomize, "build", str(K8S)]
+        if kustomize.endswith("kustomize")
+        else [
+            kustomize,
+            "kustomize",
+            str(K8S),
+        ]
+    )
+    result = run(argv)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def objects() -> dict[str, dict[str, Any]]:
+    return {doc["kind"]: doc for doc in load_yaml_all(rendered_text())}
+
+
+def deployment() -> dict[str, Any]:
+    return objects()["Deployment"]
+
+
+def container() -> dict[str, Any]:
+    (only,) = deployment()["spec"]["template"]["spec"]["containers"]
+    return dict(only)
