@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import os
 import shutil
 import signal
 import socket
@@ -20,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+
+from tests.support.skips import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 OPS = ROOT / "ops"
 VENV_BIN = Path(sys.executable).parent
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 INSTALL_HINTS = {
     "promtool": "bash scripts/install-ops-tools.sh (Debian package 'prometheus')",
@@ -55,10 +54,7 @@ def require_tool(*names: str) -> str:
     if path:
         return path
     hint = "; ".join(INSTALL_HINTS.get(n, n) for n in names)
-    message = f"none of {', '.join(names)} is installed: {hint}"
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
+    unavailable(f"none of {', '.join(names)} is installed: {hint}")
 
 
 def run(
