@@ -7,7 +7,6 @@ import functools
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from tests.support.servers import free_port
 from tests.support.skips import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,12 +71,6 @@ def load_yaml(path: Path) -> Any:
 
 def load_yaml_all(text: str) -> list[Any]:
     return [doc for doc in yaml.safe_load_all(text) if doc]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def poll(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:

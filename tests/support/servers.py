@@ -30,6 +30,9 @@ def scaled(seconds: float) -> float:
 
 
 def free_port() -> int:
+    """A loopback port nothing listens on now. The one of the tests: loadtest/servers.py keeps
+    its own, since the load tools never import tests/ and the harness must not depend on a
+    tool it tests (a broken loadtest/ would fail the whole suite's collection)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
