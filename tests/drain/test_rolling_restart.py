@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.drain.fleet import Publisher, ResumingClient, stop
+from tests.drain.crowd import Publisher, ResumingClient, stop
 from tests.drain.support import ExitWatch, drain_lines
 from tests.support.fleet import fleet_env as base_fleet_env
 from tests.support.fleet import launch_fleet

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from tests.observability.fleet import Listener, fleet, pid_of_users
+from tests.observability.fleet import Listener, fleet
 from tests.observability.otlp import ReceivedSpan, http_receiver
 from tests.support.clients import of_type
+from tests.support.fleet import pid_of_users
 from tests.support.metrics import metric
 from tests.support.servers import GatewayProcess, poll_until
 
