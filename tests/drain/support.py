@@ -116,7 +116,7 @@ def drain_env(drain_timeout: float) -> dict[str, str]:
     }
 
 
-async def publish(ws: Any, room: str, texts: list[str]) -> list[str]:
+async def publish(ws: ClientConnection, room: str, texts: list[str]) -> list[str]:
     """Send chat messages and return their ids as the sender's own echo acknowledges them."""
     for text in texts:
         await ws.send(json.dumps({"type": "message", "room": room, "text": text}))

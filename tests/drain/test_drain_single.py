@@ -31,7 +31,9 @@ LOBBY = 20
 
 
 def drain_log(server: GatewayProcess) -> dict[str, Any]:
-    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    lines: list[dict[str, Any]] = [
+        json.loads(line) for line in server.log().splitlines() if line.startswith("{")
+    ]
     found = [line for line in lines if line.get("logger") == "gateway.drain"]
     assert len(found) == 1, f"expected one drain log line, got {found}"
     return found[0]

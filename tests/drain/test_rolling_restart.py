@@ -85,17 +85,19 @@ async def start_fleet(env: dict[str, str]) -> Fleet:
         raise
 
 
-def healthy(fleet: Fleet) -> None:
+def healthy(fleet: Fleet) -> bool:
+    """True, or the error of a client or the publisher that gave up (to show why)."""
     for task in fleet.tasks:
         if task.done():
-            task.result()  # a client or the publisher gave up: show why
+            task.result()
+    return True
 
 
 async def finish(fleet: Fleet, restarted_at: float) -> dict[str, Any]:
     """Let everyone come back, publish a little more, stop, and check what each client holds."""
     await poll_until(
         lambda: (
-            healthy(fleet) is None
+            healthy(fleet)
             and all(len(c.legs) >= 2 and c.legs[-1].closed_at is None for c in fleet.clients)
             and sum(t > restarted_at for t in fleet.publisher.acked_at) >= 25
         ),

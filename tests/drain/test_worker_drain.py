@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.asyncio.client import ClientConnection
 
 from tests.drain.support import (
     BULK,
@@ -88,7 +89,7 @@ async def test_sigterm_to_one_worker_drains_it_alone_within_its_deadline(redis_u
             if where[f"c{n}"] == target
         }
 
-        async def sees_them_leave(ws: Any) -> set[str]:
+        async def sees_them_leave(ws: ClientConnection) -> set[str]:
             left: set[str] = set()
             while not leaving <= left:
                 event, _ = await recv_until(ws, of_type("presence", event="left"), timeout=10)

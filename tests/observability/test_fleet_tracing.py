@@ -22,7 +22,11 @@ async def clients_on_both_workers(server: GatewayProcess) -> dict[int, Listener]
         user = f"tracer-{n}"
         client = await Listener.connect(server, user)
         opened.append(client)
-        await poll_until(lambda user=user: user in pid_of_users(server), 10, "open not logged")
+
+        def logged(user: str = user) -> bool:
+            return user in pid_of_users(server)
+
+        await poll_until(logged, 10, "open not logged")
         by_pid.setdefault(pid_of_users(server)[user], client)
         if len(by_pid) == 2:
             break

@@ -7,8 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator
 
 import pytest
 from opentelemetry import trace
@@ -51,7 +50,7 @@ async def attach(node: Node, user: str) -> Session:
     return session
 
 
-def named(spans: Any, name: str) -> list[ReadableSpan]:
+def named(spans: Iterable[ReadableSpan], name: str) -> list[ReadableSpan]:
     return [span for span in spans if span.name == name]
 
 

@@ -13,15 +13,17 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from tests.support.servers import free_port
 from tests.support.skips import unavailable
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
 OPS = ROOT / "ops"
@@ -73,12 +75,12 @@ def load_yaml_all(text: str) -> list[Any]:
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
-def poll(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
+def poll(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
     """Call ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     attempts = 0
     max_attempts = int(timeout / interval) + 10
-    last: Any = None
+    last: T | None = None
     while time.monotonic() < deadline and attempts < max_attempts:
         attempts += 1
         last = predicate()

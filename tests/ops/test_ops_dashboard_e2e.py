@@ -14,11 +14,12 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import ClientConnection
 
 from tests.ops.support import (
     dashboard_queries,
@@ -42,7 +43,7 @@ class Load:
     to produce rejections), read everything the server sends, and reconnect now and then
     (normal closes). Bounded in time; stops when asked."""
 
-    def __init__(self, ws_url: Any) -> None:
+    def __init__(self, ws_url: Callable[[str], str]) -> None:
         self.ws_url = ws_url
         self.stop = threading.Event()
         self.stats: Counter[str] = Counter()
@@ -97,7 +98,7 @@ class Load:
                     return
                 await asyncio.sleep(0.2)
 
-    async def _read(self, ws: Any) -> None:
+    async def _read(self, ws: ClientConnection) -> None:
         async for raw in ws:
             for line in str(raw).splitlines():
                 with contextlib.suppress(ValueError):

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,11 +38,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(predicate: object, timeout: float, message: str, interval: float = 0.05) -> None:
+def wait_until(
+    predicate: Callable[[], object], timeout: float, message: str, interval: float = 0.05
+) -> None:
     """Poll ``predicate`` until it returns truthy or ``timeout`` (scaled) passes."""
     deadline = time.monotonic() + scaled(timeout)
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return
         time.sleep(interval)
     raise TimeoutError(message)
@@ -83,8 +85,8 @@ class GatewayProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def get(self, path: str, **kwargs: object) -> httpx.Response:
-        return httpx.get(self.base_url + path, timeout=scaled(5), **kwargs)  # type: ignore[arg-type]
+    def get(self, path: str, headers: Mapping[str, str] | None = None) -> httpx.Response:
+        return httpx.get(self.base_url + path, headers=headers, timeout=scaled(5))
 
     def alive(self) -> bool:
         return self.process.poll() is None

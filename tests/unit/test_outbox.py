@@ -28,7 +28,7 @@ async def finish(outbox: Outbox) -> None:
 
 
 def delivered() -> float:
-    return metrics.MESSAGES_DELIVERED._value.get()
+    return float(metrics.MESSAGES_DELIVERED._value.get())
 
 
 async def test_an_idle_outbox_holds_no_queue_and_no_task() -> None:
