@@ -11,9 +11,11 @@ import importlib.util
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
+
+from tests.support.skips import unavailable
 
 from .helpers import TIMEOUT_MS, ChatPage, OpenChat
 
@@ -34,10 +36,6 @@ CHROMIUM_ARGS = [
 ]
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
 def find_chromium() -> str | None:
     """The Chromium to drive: $CHROMIUM_PATH if set, else Debian's package."""
     configured = os.environ.get("CHROMIUM_PATH")
@@ -49,10 +47,8 @@ def find_chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def skip_or_fail(reason: str) -> None:
-    if in_ci():
-        pytest.fail(f"{reason} (CI must run the browser tests: see scripts/install-browser.sh)")
-    pytest.skip(reason)
+def skip_or_fail(reason: str) -> NoReturn:
+    unavailable(reason, "CI must run the browser tests: see scripts/install-browser.sh")
 
 
 @pytest.fixture(scope="session")

@@ -16,12 +16,9 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from tests.support.redis import redis_base_url, redis_url
 from tests.support.servers import scaled, start_gateway
 
 from .helpers import OpenChat
-
-__all__ = ["redis_base_url", "redis_url"]
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis]
 

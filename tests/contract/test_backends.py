@@ -16,26 +16,8 @@ import pytest
 
 from gateway.broker import Broker, Envelope, create_broker, room_channel, user_channel
 from gateway.presence import USER_ROOM, Presence, create_presence
-from tests.support.servers import poll_until, scaled
-
-TRACE = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
-
-
-class Inbox:
-    """The ``deliver`` callback of a broker: everything it delivered, in order."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Envelope] = asyncio.Queue()
-
-    def __call__(self, envelope: Envelope) -> None:
-        self.queue.put_nowait(envelope)
-
-    async def next(self, seconds: float = 5) -> Envelope:
-        async with asyncio.timeout(scaled(seconds)):
-            return await self.queue.get()
-
-    async def take(self, count: int, seconds: float = 5) -> list[Envelope]:
-        return [await self.next(seconds) for _ in range(count)]
+from tests.support.fakes import TRACE, Inbox, message
+from tests.support.servers import poll_until
 
 
 @dataclass
@@ -73,11 +55,6 @@ async def backend(backend_url: str) -> AsyncIterator[Backend]:
     finally:
         for close in reversed(chosen.closers):
             await close()
-
-
-def message(room: str, text: str) -> Envelope:
-    event = {"type": "message", "id": "", "room": room, "from": "alice", "text": text}
-    return Envelope(room_channel(room), event, time.time(), trace=dict(TRACE))
 
 
 def presence_event(room: str) -> Envelope:

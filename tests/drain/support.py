@@ -1,149 +1,29 @@
-"""Clients for drain tests: one that stops reading on command, and readers that record a close.
+"""Helpers of the drain tests: a reader that records a connection to its close, a watch on a
+process's exit, and what the drain suites share (settings, bulk publishing, the sent-away check).
 
-A stalled reader is the only way to see a drain *hold* frames: the server can write to a socket
-only as fast as the peer reads, so what it cannot write waits in the connection's queue, and
-the drain must flush that queue before its close. The raw client below gets a tiny kernel
-receive buffer and reads nothing until told, then parses every byte that came, so a test can
-say exactly what the client got before the connection ended, and how it ended.
+A stalled reader (:class:`tests.support.rawws.StalledClient`) is the only way to see a drain
+*hold* frames: what the server cannot write waits in the connection's queue, and the drain must
+flush that queue before its close.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
-import struct
 import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from tests.support.servers import scaled
-
-CLOSE = 0x8
-TEXT = 0x1
-
-
-@dataclass
-class Received:
-    """Everything one connection got: its events in order, and the close frame if one came."""
-
-    events: list[dict[str, Any]] = field(default_factory=list)
-    close_code: int | None = None
-    texts: list[str] = field(default_factory=list)
-
-    def messages(self, room: str | None = None) -> list[dict[str, Any]]:
-        return [e for e in self.events if e.get("type") == "message" and room in (None, e["room"])]
-
-    def of_type(self, kind: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e.get("type") == kind]
-
-
-def parse_frames(data: bytes | bytearray) -> tuple[Received, int]:
-    """Parse unmasked server frames; returns what they say and how many bytes were whole frames."""
-    received = Received()
-    offset = 0
-    while len(data) - offset >= 2:
-        opcode, length = data[offset] & 0x0F, data[offset + 1] & 0x7F
-        header = 2
-        if length == 126:
-            if len(data) - offset < 4:
-                break
-            (length,) = struct.unpack_from("!H", data, offset + 2)
-            header = 4
-        elif length == 127:
-            if len(data) - offset < 10:
-                break
-            (length,) = struct.unpack_from("!Q", data, offset + 2)
-            header = 10
-        if len(data) - offset < header + length:
-            break
-        payload = data[offset + header : offset + header + length]
-        offset += header + length
-        if opcode == TEXT:
-            text = payload.decode()
-            received.texts.append(text)
-            if text.startswith("{"):
-                received.events.extend(json.loads(line) for line in text.split("\n") if line)
-        elif opcode == CLOSE:
-            received.close_code = struct.unpack_from("!H", payload)[0] if payload else 1005
-            break
-    return received, offset
-
-
-class StalledClient:
-    """A WebSocket client on a bare socket with a small receive buffer that reads only on demand."""
-
-    def __init__(self, port: int, path: str, receive_buffer: int = 4096) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-        self.sock.settimeout(scaled(5))
-        self.sock.connect(("127.0.0.1", port))
-        self.sock.sendall(
-            (
-                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        head = b""
-        while not head.endswith(b"\r\n\r\n"):  # byte by byte: not one frame byte is consumed
-            byte = self.sock.recv(1)
-            if not byte:
-                raise ConnectionError("closed during the handshake")
-            head += byte
-        assert head.startswith(b"HTTP/1.1 101"), head
-        self.data = bytearray()
-
-    def send_json(self, event: dict[str, Any]) -> None:
-        """One masked client text frame."""
-        payload = json.dumps(event).encode()
-        mask = os.urandom(4)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        length = len(payload)
-        if length < 126:
-            header = bytes([0x80 | TEXT, 0x80 | length])
-        else:
-            header = bytes([0x80 | TEXT, 0x80 | 126]) + struct.pack("!H", length)
-        self.sock.sendall(header + mask + masked)
-
-    def read_until(self, needle: bytes, timeout: float = 5) -> None:
-        """Read until ``needle`` has arrived (used before the client stalls)."""
-        deadline = time.monotonic() + scaled(timeout)
-        while needle not in self.data:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{needle!r} never arrived")
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("closed early")
-            self.data += chunk
-
-    def read_to_end(self, timeout: float = 10) -> tuple[Received, bool]:
-        """Read until the server closes or resets; returns what came and whether it was a reset."""
-        deadline = time.monotonic() + scaled(timeout)
-        reset = False
-        while True:
-            self.sock.settimeout(max(deadline - time.monotonic(), 0.01))
-            try:
-                chunk = self.sock.recv(1 << 20)
-            except ConnectionResetError:
-                reset = True
-                break
-            if not chunk:
-                break
-            self.data += chunk
-        received, _ = parse_frames(self.data)
-        return received, reset
-
-    def close(self) -> None:
-        self.sock.close()
+from tests.support.clients import of_type, recv_until
+from tests.support.fleet import log_records
+from tests.support.rawws import Received
+from tests.support.servers import GatewayProcess, scaled
 
 
 async def record(ws: ClientConnection, within: float = 10) -> Received:
@@ -153,9 +33,7 @@ async def record(ws: ClientConnection, within: float = 10) -> Received:
         try:
             async for frame in ws:
                 assert isinstance(frame, str)
-                received.texts.append(frame)
-                if frame.startswith("{"):
-                    received.events.extend(json.loads(line) for line in frame.split("\n") if line)
+                received.add_text(frame)
         except ConnectionClosed:
             pass
     close = ws.protocol.close_rcvd
@@ -202,3 +80,62 @@ class ExitWatch:
         self._thread.join(scaled(timeout))
         assert self.exited_at is not None, f"still running after {scaled(timeout):.1f} s"
         return self.exited_at - self.started
+
+
+JITTER_MS = 400
+"""The drain jitter of the single-process and one-worker drains (drain_env)."""
+
+
+BULK_TEXT = "b" * 50_000
+
+
+def bulk_count() -> int:
+    """Enough bulk messages to overflow every buffer between the server and a stalled reader:
+    the kernel send buffer can autotune up to ``tcp_wmem``'s maximum, then the transport buffers
+    64 KiB, and only then does the connection queue start to hold frames."""
+    try:
+        wmem_max = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+    except (OSError, IndexError, ValueError):
+        wmem_max = 16 * 2**20
+    return (wmem_max + 2**20) // len(BULK_TEXT) + 1
+
+
+BULK = bulk_count()
+
+
+def drain_env(drain_timeout: float) -> dict[str, str]:
+    """A drain of ``drain_timeout`` seconds; room for the bulk messages; JSON logs."""
+    return {
+        "GATEWAY_DRAIN_TIMEOUT": str(drain_timeout),
+        "GATEWAY_DRAIN_JITTER": str(JITTER_MS / 1000),
+        "GATEWAY_RATE_LIMIT": "0",
+        "GATEWAY_IDLE_TIMEOUT": "0",
+        "GATEWAY_MAX_MESSAGE_BYTES": str(len(BULK_TEXT) + 100),
+        "GATEWAY_SEND_QUEUE": "10000",
+        "GATEWAY_LOG_FORMAT": "json",
+    }
+
+
+async def publish(ws: ClientConnection, room: str, texts: list[str]) -> list[str]:
+    """Send chat messages and return their ids as the sender's own echo acknowledges them."""
+    for text in texts:
+        await ws.send(json.dumps({"type": "message", "room": room, "text": text}))
+    ids: list[str] = []
+    for _ in texts:
+        echo, _ = await recv_until(ws, of_type("message", room=room, **{"from": "publisher"}))
+        ids.append(echo["id"])
+    return ids
+
+
+def assert_sent_away(received: Received, who: str) -> None:
+    """The last thing a drained client gets is the hint, then the 1012 close."""
+    assert received.close_code == 1012, f"{who}: closed with {received.close_code}, not 1012"
+    assert received.events, f"{who}: got nothing"
+    last = received.events[-1]
+    assert last["type"] == "reconnect", f"{who}: last event {last}"
+    assert 0 <= last["after_ms"] <= JITTER_MS, last
+
+
+def drain_lines(server: GatewayProcess) -> list[dict[str, Any]]:
+    """The drain sequence's log records (``GATEWAY_LOG_FORMAT=json``)."""
+    return [line for line in log_records(server) if line.get("logger") == "gateway.drain"]

@@ -11,54 +11,36 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from pathlib import Path
 from typing import Any
 
-from tests.drain.support import ExitWatch, Received, StalledClient, record
+from tests.drain.support import (
+    BULK,
+    BULK_TEXT,
+    ExitWatch,
+    assert_sent_away,
+    drain_env,
+    publish,
+    record,
+)
 from tests.support.clients import (
     announces,
-    metric,
     of_type,
     open_ws,
     recv_text_until,
     recv_until,
     text_announces,
 )
+from tests.support.metrics import metric
+from tests.support.rawws import StalledClient
 from tests.support.servers import GatewayProcess, scaled, start_gateway, wait_until
 
-JITTER_MS = 400
-BULK_TEXT = "b" * 50_000
 LOBBY = 20
 
 
-def bulk_count() -> int:
-    """Enough bulk messages to overflow every buffer between the server and a stalled reader:
-    the kernel send buffer can autotune up to ``tcp_wmem``'s maximum, then the transport buffers
-    64 KiB, and only then does the connection queue start to hold frames."""
-    try:
-        wmem_max = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
-    except (OSError, IndexError, ValueError):
-        wmem_max = 16 * 2**20
-    return (wmem_max + 2**20) // len(BULK_TEXT) + 1
-
-
-BULK = bulk_count()
-
-
-def drain_env(drain_timeout: float) -> dict[str, str]:
-    return {
-        "GATEWAY_DRAIN_TIMEOUT": str(drain_timeout),
-        "GATEWAY_DRAIN_JITTER": str(JITTER_MS / 1000),
-        "GATEWAY_RATE_LIMIT": "0",
-        "GATEWAY_IDLE_TIMEOUT": "0",
-        "GATEWAY_MAX_MESSAGE_BYTES": str(len(BULK_TEXT) + 100),
-        "GATEWAY_SEND_QUEUE": "10000",
-        "GATEWAY_LOG_FORMAT": "json",
-    }
-
-
 def drain_log(server: GatewayProcess) -> dict[str, Any]:
-    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    lines: list[dict[str, Any]] = [
+        json.loads(line) for line in server.log().splitlines() if line.startswith("{")
+    ]
     found = [line for line in lines if line.get("logger") == "gateway.drain"]
     assert len(found) == 1, f"expected one drain log line, got {found}"
     return found[0]
@@ -70,26 +52,6 @@ def stalled_bulk_member(server: GatewayProcess) -> StalledClient:
     stalled.send_json({"type": "join", "room": "bulk"})
     stalled.read_until(b'"type":"joined","room":"bulk"')
     return stalled
-
-
-async def publish(ws: Any, room: str, texts: list[str]) -> list[str]:
-    """Send chat messages and return their ids as the sender's own echo acknowledges them."""
-    for text in texts:
-        await ws.send(json.dumps({"type": "message", "room": room, "text": text}))
-    ids: list[str] = []
-    for _ in texts:
-        echo, _ = await recv_until(ws, of_type("message", room=room, **{"from": "publisher"}))
-        ids.append(echo["id"])
-    return ids
-
-
-def assert_sent_away(received: Received, who: str) -> None:
-    """The last thing a drained client gets is the hint, then the 1012 close."""
-    assert received.close_code == 1012, f"{who}: closed with {received.close_code}, not 1012"
-    assert received.events, f"{who}: got nothing"
-    last = received.events[-1]
-    assert last["type"] == "reconnect", f"{who}: last event {last}"
-    assert 0 <= last["after_ms"] <= JITTER_MS, last
 
 
 async def test_sigterm_sends_everyone_away_flushed_in_order_and_exits_in_time() -> None:

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from tests.drain.fleet import Publisher, ResumingClient, stop
-from tests.drain.support import ExitWatch
+from tests.drain.crowd import Publisher, ResumingClient, stop
+from tests.drain.support import ExitWatch, drain_lines
 from tests.support.fleet import fleet_env as base_fleet_env
-from tests.support.fleet import launch_fleet, log_records
+from tests.support.fleet import launch_fleet
 from tests.support.servers import GatewayProcess, poll_until, scaled
 
 pytestmark = pytest.mark.redis
@@ -59,10 +59,6 @@ def gateway_env(redis_url: str) -> dict[str, str]:
     )
 
 
-def drain_lines(server: GatewayProcess) -> list[dict[str, Any]]:
-    return [line for line in log_records(server) if line.get("logger") == "gateway.drain"]
-
-
 @pytest.fixture
 def fleet_env(redis_url: str) -> dict[str, str]:
     return gateway_env(redis_url)
@@ -89,17 +85,19 @@ async def start_fleet(env: dict[str, str]) -> Fleet:
         raise
 
 
-def healthy(fleet: Fleet) -> None:
+def healthy(fleet: Fleet) -> bool:
+    """True, or the error of a client or the publisher that gave up (to show why)."""
     for task in fleet.tasks:
         if task.done():
-            task.result()  # a client or the publisher gave up: show why
+            task.result()
+    return True
 
 
 async def finish(fleet: Fleet, restarted_at: float) -> dict[str, Any]:
     """Let everyone come back, publish a little more, stop, and check what each client holds."""
     await poll_until(
         lambda: (
-            healthy(fleet) is None
+            healthy(fleet)
             and all(len(c.legs) >= 2 and c.legs[-1].closed_at is None for c in fleet.clients)
             and sum(t > restarted_at for t in fleet.publisher.acked_at) >= 25
         ),

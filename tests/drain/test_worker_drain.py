@@ -20,13 +20,23 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.asyncio.client import ClientConnection
 
-from tests.drain.support import ExitWatch, StalledClient, record
-from tests.drain.test_drain_single import BULK, BULK_TEXT, assert_sent_away, drain_env, publish
-from tests.drain.test_rolling_restart import drain_lines
-from tests.support.clients import departures, metric, of_type, open_ws, recv_until
+from tests.drain.support import (
+    BULK,
+    BULK_TEXT,
+    ExitWatch,
+    assert_sent_away,
+    drain_env,
+    drain_lines,
+    publish,
+    record,
+)
+from tests.support.clients import departures, of_type, open_ws, recv_until
 from tests.support.fleet import fleet_env as base_fleet_env
 from tests.support.fleet import launch_fleet, serving_process, wait_for_workers
+from tests.support.metrics import metric
+from tests.support.rawws import StalledClient
 from tests.support.servers import scaled, wait_until
 
 pytestmark = pytest.mark.redis
@@ -79,7 +89,7 @@ async def test_sigterm_to_one_worker_drains_it_alone_within_its_deadline(redis_u
             if where[f"c{n}"] == target
         }
 
-        async def sees_them_leave(ws: Any) -> set[str]:
+        async def sees_them_leave(ws: ClientConnection) -> set[str]:
             left: set[str] = set()
             while not leaving <= left:
                 event, _ = await recv_until(ws, lambda e: bool(departures(e)), timeout=10)

@@ -13,7 +13,8 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from tests.support.backend import Backend, start_backend
-from tests.support.clients import EventReader, metric, open_ws
+from tests.support.clients import EventReader, open_ws
+from tests.support.metrics import metric
 from tests.support.servers import GatewayProcess, scaled, start_gateway
 
 API_KEY = "hooks-api-key-" + "k" * 24

@@ -14,8 +14,9 @@ import httpx
 import pytest
 
 from gateway.auth import mint
-from tests.support.clients import EventReader, departures, metric, open_ws
+from tests.support.clients import EventReader, departures, open_ws
 from tests.support.fleet import fleet, fleet_env
+from tests.support.metrics import metric
 from tests.support.redis import delete_prefix
 from tests.support.servers import GatewayProcess, scaled, start_gateway
 

@@ -12,11 +12,9 @@ import redis.asyncio as aioredis
 
 from gateway.presence import USER_ROOM
 from gateway.presence.redis import RedisPresence
-from tests.support.redis import redis_base_url, redis_url
 from tests.support.servers import scaled
 
 pytestmark = pytest.mark.redis
-__all__ = ["redis_base_url", "redis_url"]
 
 
 @pytest.fixture

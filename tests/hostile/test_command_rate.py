@@ -13,7 +13,8 @@ import json
 
 from websockets.exceptions import ConnectionClosed
 
-from tests.support.clients import EventReader, metric, open_ws
+from tests.support.clients import EventReader, open_ws
+from tests.support.metrics import metric
 from tests.support.servers import start_gateway
 
 ROOM = "arena"
@@ -65,7 +66,11 @@ async def test_join_leave_churn_is_limited_and_the_abuser_closed_with_1008() -> 
             speaker = listeners[0]
             await speaker.send({"type": "message", "room": ROOM, "text": "still here"})
             for listener in listeners:
-                await listener.until(lambda lr=listener: "still here" in lr.texts(), 10, "chat")
+
+                def chatted(reader: Listener = listener) -> bool:
+                    return "still here" in reader.texts()
+
+                await listener.until(chatted, 10, "chat")
             seen = [listener.presence_of("abuser") for listener in listeners]
             errors = [e for e in abuser.events if e.get("code") == "rate_limited"]
             rejected = metric(server.base_url, REJECTED, reason="rate_limited") - rejected_before

@@ -18,7 +18,8 @@ import pytest
 
 from tests.hostile.uploads import upload, vm_kib
 from tests.security.helpers import bystander, chat_once
-from tests.support.clients import metric, of_type, recv_until
+from tests.support.clients import of_type, recv_until
+from tests.support.metrics import metric
 from tests.support.servers import GatewayProcess, scaled, start_gateway
 
 API_KEY = "hostile-http-key-" + "k" * 32

@@ -58,8 +58,8 @@ def assert_protected(response: httpx.Response) -> None:
     for directive in ("script-src", "style-src", "connect-src"):
         sources = set(csp.get(directive, csp["default-src"])) - pinned(directive, csp)
         assert sources <= OWN_ORIGIN, f"{where}: {directive} allows {sources - OWN_ORIGIN}"
-    for directive, sources in csp.items():
-        outside = set(sources) - OWN_ORIGIN - pinned(directive, csp) - {"data:"}
+    for directive, listed in csp.items():
+        outside = set(listed) - OWN_ORIGIN - pinned(directive, csp) - {"data:"}
         assert not outside, f"{where}: {directive} allows {outside}"
     assert response.headers.get("x-content-type-options") == "nosniff", where
     assert response.headers.get("referrer-policy") == "no-referrer", where

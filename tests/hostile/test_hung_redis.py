@@ -19,13 +19,13 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from tests.support.clients import EventReader, metric, open_ws
+from tests.support.clients import EventReader, open_ws
 from tests.support.fleet import fleet_env, launch_fleet
-from tests.support.redis import RedisServer, own_redis
+from tests.support.metrics import metric
+from tests.support.redis import RedisServer
 from tests.support.servers import GatewayProcess, scaled
 
 pytestmark = pytest.mark.redis
-__all__ = ["own_redis"]
 
 API_KEY = "hung-redis-test-key"
 BOUND = 3.0

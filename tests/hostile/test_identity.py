@@ -12,7 +12,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 
 from tests.hostile.identity import LINE_BREAKS, breaks_in, connect_as, leave
-from tests.support.clients import metric, open_ws, recv_text_until, recv_until
+from tests.support.clients import open_ws, recv_text_until, recv_until
+from tests.support.metrics import metric
 from tests.support.servers import GatewayProcess, scaled, start_gateway
 
 API_KEY = "identity-key-" + "k" * 32

@@ -14,11 +14,9 @@ import pytest
 
 from tests.hostile.identity import Outcome, connect_as, leave
 from tests.support.fleet import fleet, fleet_env, serving_process, wait_for_workers
-from tests.support.redis import redis_base_url, redis_url
 from tests.support.servers import GatewayProcess, scaled
 
 pytestmark = pytest.mark.redis
-__all__ = ["redis_base_url", "redis_url"]
 
 HEARTBEAT_TIMEOUT = 3.0
 PAIRS = 40

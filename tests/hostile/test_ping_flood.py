@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from tests.security.helpers import CLOSED, bystander, chat_once, unique
-from tests.support.clients import masked_frame, metric, raw_handshake
+from tests.support.metrics import metric
+from tests.support.rawws import masked_frame, raw_handshake
 from tests.support.servers import GatewayProcess, scaled, start_gateway
 
 FLOOD_BYTES = 250 * 1024 * 1024

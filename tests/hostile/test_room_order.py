@@ -24,10 +24,7 @@ from websockets.asyncio.client import ClientConnection
 
 from tests.support.clients import open_ws, recv_until
 from tests.support.fleet import fleet, fleet_env
-from tests.support.redis import redis_base_url, redis_url
 from tests.support.servers import GatewayProcess, scaled, start_gateway
-
-__all__ = ["redis_base_url", "redis_url"]
 
 API_KEY = "room-order-key"
 RECONNECTS = 15

@@ -16,12 +16,10 @@ import httpx
 import pytest
 
 from tests.security.helpers import REFUSED, bystander, chat_once, unique
-from tests.support.clients import metric, of_type, open_ws, recv_until
+from tests.support.clients import of_type, open_ws, recv_until
 from tests.support.fleet import fleet, fleet_env
-from tests.support.redis import redis_base_url, redis_url
+from tests.support.metrics import metric
 from tests.support.servers import GATEWAY_BIN, GatewayProcess, launch_gateway, scaled
-
-__all__ = ["redis_base_url", "redis_url"]
 
 FD_LIMIT = 256
 MAX_CONNECTIONS = 100

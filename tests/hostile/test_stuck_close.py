@@ -9,7 +9,8 @@ import struct
 import pytest
 
 from tests.security.helpers import CLOSED, bystander, chat_once, unique
-from tests.support.clients import masked_frame, metric, raw_handshake
+from tests.support.metrics import metric
+from tests.support.rawws import masked_frame, raw_handshake
 from tests.support.servers import GatewayProcess, poll_until, start_gateway
 
 PINGS = 20_000

@@ -9,15 +9,9 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from tests.support.clients import (
-    masked_frame,
-    metric,
-    of_type,
-    open_ws,
-    raw_handshake,
-    recv_until,
-    wait_closed,
-)
+from tests.support.clients import of_type, open_ws, recv_until, wait_closed
+from tests.support.metrics import metric
+from tests.support.rawws import masked_frame, raw_handshake
 from tests.support.servers import GatewayProcess, start_gateway, wait_until
 
 REJECTED = "gateway_messages_rejected_total"

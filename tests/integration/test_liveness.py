@@ -7,14 +7,9 @@ import json
 import socket
 import time
 
-from tests.support.clients import (
-    metric,
-    of_type,
-    open_ws,
-    raw_handshake,
-    recv_until,
-    wait_closed,
-)
+from tests.support.clients import of_type, open_ws, recv_until, wait_closed
+from tests.support.metrics import metric
+from tests.support.rawws import raw_handshake
 from tests.support.servers import scaled, start_gateway, wait_until
 
 CLOSED = "gateway_connections_closed_total"

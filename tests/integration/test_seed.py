@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.clients import metric, open_ws, recv_text_until, wait_closed
+from tests.support.clients import open_ws, recv_text_until, wait_closed
+from tests.support.metrics import metric
 from tests.support.servers import GatewayProcess, start_gateway, wait_until
 
 

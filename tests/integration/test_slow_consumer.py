@@ -7,14 +7,9 @@ import json
 
 from websockets.asyncio.client import ClientConnection
 
-from tests.support.clients import (
-    announces,
-    metric,
-    open_ws,
-    raw_handshake,
-    recv_events,
-    recv_until,
-)
+from tests.support.clients import announces, open_ws, recv_events, recv_until
+from tests.support.metrics import metric
+from tests.support.rawws import raw_handshake
 from tests.support.servers import scaled, start_gateway, wait_until
 
 CLOSED = "gateway_connections_closed_total"

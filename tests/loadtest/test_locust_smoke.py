@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 
 from tests.support.servers import start_gateway
+from tests.support.skips import IN_CI
 
 REPO = Path(__file__).resolve().parents[2]
 LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
 LOCUST = Path(sys.executable).with_name("locust")
 
 pytestmark = pytest.mark.skipif(
-    not LOCUST.exists() and os.environ.get("CI") != "true",
+    not LOCUST.exists() and not IN_CI,
     reason="locust not installed (pip install -e '.[load]')",
 )
 

@@ -1,23 +1,19 @@
-"""The observability suite's fleet on Redis (the test's key prefix), and what its logs say of
-its workers."""
+"""The observability suite's fleet on Redis (the test's key prefix, info logs, a short drain),
+and a client that collects events (the rest is tests/support/fleet.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 
 from tests.support.clients import EventReader, of_type, open_ws
 from tests.support.fleet import fleet as start_fleet
-from tests.support.fleet import fleet_env, log_records
+from tests.support.fleet import fleet_env
 from tests.support.servers import GatewayProcess, scaled
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
@@ -30,29 +26,6 @@ def fleet(
     )
     with start_fleet(full, workers) as server:
         yield server
-
-
-@contextmanager
-def plain_gunicorn(redis_url: str, env: dict[str, str] | None = None) -> Iterator[GatewayProcess]:
-    """What the image runs: ``gunicorn -c ops/gunicorn.conf.py gateway.app:app``, 2 workers."""
-    command = [
-        str(Path(sys.executable).with_name("gunicorn")),
-        "-c",
-        "ops/gunicorn.conf.py",
-        "gateway.app:app",
-    ]
-    full = fleet_env(redis_url, {"GATEWAY_WORKERS": "2"}, env or {})
-    with start_fleet(full, 2, command=command, cwd=REPO) as server:
-        yield server
-
-
-def pid_of_users(server: GatewayProcess) -> dict[str, int]:
-    """The worker pid serving each user's latest connection, from ``connection opened`` lines."""
-    return {
-        record["user"]: record["pid"]
-        for record in log_records(server)
-        if record.get("event") == "connection opened"
-    }
 
 
 class Listener(EventReader):

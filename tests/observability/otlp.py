@@ -128,7 +128,9 @@ def grpc_receiver() -> Iterator[Receiver]:
 
     class Service(trace_service_pb2_grpc.TraceServiceServicer):
         def Export(
-            self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
+            self,
+            request: trace_service_pb2.ExportTraceServiceRequest,
+            context: grpc.ServicerContext,
         ) -> trace_service_pb2.ExportTraceServiceResponse:
             receiver.take(request)
             return trace_service_pb2.ExportTraceServiceResponse()

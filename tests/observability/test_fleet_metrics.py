@@ -11,10 +11,10 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import __version__
-from tests.observability.fleet import Listener, fleet, pid_of_users, plain_gunicorn
+from tests.observability.fleet import Listener, fleet
 from tests.observability.spec import PROCESS_METRICS, contract_problems
 from tests.support.clients import of_type
-from tests.support.fleet import descendants
+from tests.support.fleet import descendants, pid_of_users, plain_gunicorn
 from tests.support.servers import GatewayProcess, scaled
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from tests.observability.fleet import Listener, fleet, pid_of_users
+from tests.observability.fleet import Listener, fleet
 from tests.observability.otlp import ReceivedSpan, http_receiver
-from tests.support.clients import metric, of_type
+from tests.support.clients import of_type
+from tests.support.fleet import pid_of_users
+from tests.support.metrics import metric
 from tests.support.servers import GatewayProcess, poll_until
 
 MAX_CLIENTS = 40
@@ -20,7 +22,11 @@ async def clients_on_both_workers(server: GatewayProcess) -> dict[int, Listener]
         user = f"tracer-{n}"
         client = await Listener.connect(server, user)
         opened.append(client)
-        await poll_until(lambda user=user: user in pid_of_users(server), 10, "open not logged")
+
+        def logged(user: str = user) -> bool:
+            return user in pid_of_users(server)
+
+        await poll_until(logged, 10, "open not logged")
         by_pid.setdefault(pid_of_users(server)[user], client)
         if len(by_pid) == 2:
             break

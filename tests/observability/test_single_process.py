@@ -8,7 +8,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import __version__
 from tests.observability.spec import PROCESS_METRICS, contract_problems
-from tests.support.clients import of_type, open_ws, recv_until, scrape
+from tests.support.clients import of_type, open_ws, recv_until
+from tests.support.metrics import scrape
 from tests.support.servers import start_gateway, wait_until
 
 MARKER = "confidential-chat-words-7f3a"

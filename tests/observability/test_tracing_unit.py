@@ -7,8 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator
 
 import pytest
 from opentelemetry import trace
@@ -24,23 +23,7 @@ from gateway.outbox import Outbox
 from gateway.protocol import WireFormat
 from gateway.session import Session
 from gateway.settings import RateLimit, load_settings
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-
-    def writable_now(self) -> bool:
-        return True
-
-    def write_now(self, data: bytes) -> None:
-        self.frames.append(data)
-
-    async def send_text(self, payload: str) -> None:
-        self.frames.append(payload.encode())
-
-    async def close(self, code: int, reason: str) -> None:
-        pass
+from tests.support.fakes import FakeSink
 
 
 @pytest.fixture
@@ -61,13 +44,13 @@ async def started_node() -> Node:
 
 
 async def attach(node: Node, user: str) -> Session:
-    outbox = Outbox(Sink(), WireFormat.JSON, 100)
+    outbox = Outbox(FakeSink(), WireFormat.JSON, 100)
     session = node.new_session(user, WireFormat.JSON, outbox)
     assert await node.hub.attach(session, allow_duplicate=False) is None
     return session
 
 
-def named(spans: Any, name: str) -> list[ReadableSpan]:
+def named(spans: Iterable[ReadableSpan], name: str) -> list[ReadableSpan]:
     return [span for span in spans if span.name == name]
 
 

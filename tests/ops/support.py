@@ -6,29 +6,30 @@ import contextlib
 import functools
 import importlib.util
 import json
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
-import pytest
 import yaml
+
+from tests.support.servers import free_port
+from tests.support.skips import unavailable
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
 OPS = ROOT / "ops"
 VENV_BIN = Path(sys.executable).parent
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 INSTALL_HINTS = {
     "promtool": "bash scripts/install-ops-tools.sh (Debian package 'prometheus')",
@@ -57,10 +58,7 @@ def require_tool(*names: str) -> str:
     if path:
         return path
     hint = "; ".join(INSTALL_HINTS.get(n, n) for n in names)
-    message = f"none of {', '.join(names)} is installed: {hint}"
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
+    unavailable(f"none of {', '.join(names)} is installed: {hint}")
 
 
 def run(
@@ -79,18 +77,12 @@ def load_yaml_all(text: str) -> list[Any]:
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def poll(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
+def poll(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
     """Call ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     attempts = 0
     max_attempts = int(timeout / interval) + 10
-    last: Any = None
+    last: T | None = None
     while time.monotonic() < deadline and attempts < max_attempts:
         attempts += 1
         last = predicate()
@@ -229,3 +221,38 @@ def substitute(expr: str, job: str, rate_interval: str) -> str:
         .replace("$job", job)
         .replace("$instance", ".*")
     )
+
+
+K8S = OPS / "k8s"
+"""The Kubernetes base; rendered_text() is its ``kustomize build``, objects() by kind."""
+
+
+@functools.cache
+def rendered_text() -> str:
+    """`kustomize build ops/k8s` (or `kubectl kustomize ops/k8s`, the same kustomize)."""
+    kustomize = require_tool("kustomize", "kubectl")
+    argv = (
+        [kustomize, "build", str(K8S)]
+        if kustomize.endswith("kustomize")
+        else [
+            kustomize,
+            "kustomize",
+            str(K8S),
+        ]
+    )
+    result = run(argv)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def objects() -> dict[str, dict[str, Any]]:
+    return {doc["kind"]: doc for doc in load_yaml_all(rendered_text())}
+
+
+def deployment() -> dict[str, Any]:
+    return objects()["Deployment"]
+
+
+def container() -> dict[str, Any]:
+    (only,) = deployment()["spec"]["template"]["spec"]["containers"]
+    return dict(only)

@@ -14,21 +14,20 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import ClientConnection
 
 from tests.ops.support import (
-    IN_CI,
     dashboard_queries,
     poll,
     run_prometheus,
     substitute,
 )
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 SCRAPE_INTERVAL = "1s"
 # Grafana: $__rate_interval = max($__interval + scrape interval, 4 * scrape interval).
 RATE_INTERVAL = "10s"
@@ -44,7 +43,7 @@ class Load:
     to produce rejections), read everything the server sends, and reconnect now and then
     (normal closes). Bounded in time; stops when asked."""
 
-    def __init__(self, ws_url: Any) -> None:
+    def __init__(self, ws_url: Callable[[str], str]) -> None:
         self.ws_url = ws_url
         self.stop = threading.Event()
         self.stats: Counter[str] = Counter()
@@ -99,24 +98,16 @@ class Load:
                     return
                 await asyncio.sleep(0.2)
 
-    async def _read(self, ws: Any) -> None:
+    async def _read(self, ws: ClientConnection) -> None:
         async for raw in ws:
             for line in str(raw).splitlines():
                 with contextlib.suppress(ValueError):
                     self.stats[f"recv:{json.loads(line).get('type')}"] += 1
 
 
-def redis_reachable() -> bool:
-    import redis
-
-    try:
-        return bool(redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping())
-    except redis.RedisError:
-        return False
-
-
 @contextlib.contextmanager
-def gateway_for(mode: str) -> Iterator[Any]:
+def gateway_for(broker_url: str | None) -> Iterator[Any]:
+    """One ``gateway serve`` process, or two gunicorn workers on the Redis at ``broker_url``."""
     from tests.support.servers import start_gateway
 
     env = {
@@ -124,13 +115,8 @@ def gateway_for(mode: str) -> Iterator[Any]:
         "GATEWAY_IDLE_TIMEOUT": "0",
     }
     workers = 1
-    if mode == "gunicorn-redis":
-        if not redis_reachable():
-            message = f"no Redis at {REDIS_URL} (redis-server from Debian's package)"
-            if IN_CI:
-                pytest.fail(message)
-            pytest.skip(message)
-        env["GATEWAY_BROKER_URL"] = REDIS_URL
+    if broker_url is not None:
+        env["GATEWAY_BROKER_URL"] = broker_url
         workers = 2
     with start_gateway(env=env, workers=workers) as server:
         yield server
@@ -144,13 +130,17 @@ def result_values(data: dict[str, Any]) -> list[float]:
 @pytest.mark.parametrize(
     "mode", ["single", pytest.param("gunicorn-redis", marks=pytest.mark.redis)]
 )
-def test_every_dashboard_panel_has_data_under_load(mode: str, tmp_path: Path) -> None:
+def test_every_dashboard_panel_has_data_under_load(
+    mode: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     queries = {
         name: substitute(expr, job="gateway", rate_interval=RATE_INTERVAL)
         for name, expr in dashboard_queries()
     }
     assert len(queries) >= 20
-    with gateway_for(mode) as gateway:
+    # gunicorn-redis: the shared Redis under a key prefix of this test's own (removed after)
+    broker_url = str(request.getfixturevalue("redis_url")) if mode == "gunicorn-redis" else None
+    with gateway_for(broker_url) as gateway:
         config = {
             "global": {
                 "scrape_interval": SCRAPE_INTERVAL,

@@ -20,16 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests.ops.support import (
-    OPS,
-    ROOT,
-    VENV_BIN,
-    free_port,
-    load_yaml,
-    poll,
-    require_tool,
-    run,
-)
+from tests.ops.support import OPS, ROOT, VENV_BIN, load_yaml, poll, require_tool, run
+from tests.support.servers import free_port
 
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"

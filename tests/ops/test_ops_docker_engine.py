@@ -26,9 +26,10 @@ from packaging.utils import canonicalize_name
 
 from tests.ops import dockerengine
 from tests.ops.dockerengine import Engine, EngineUnavailable
-from tests.ops.support import IN_CI, ROOT, find_tool, free_port, lock_tool
+from tests.ops.support import ROOT, find_tool, lock_tool
 from tests.support.clients import of_type, open_ws, recv_until, wait_closed
-from tests.support.servers import scaled
+from tests.support.servers import free_port, scaled
+from tests.support.skips import IN_CI
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(int(scaled(900)))]
 

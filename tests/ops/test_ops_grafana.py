@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,11 +60,11 @@ def test_datasource_variable_drives_every_panel() -> None:
 
 
 @pytest.mark.parametrize("panel", dashboard_panels(), ids=lambda p: p["title"])
-def test_panel_has_unit_and_rate_interval(panel: dict[str, object]) -> None:
-    defaults = panel["fieldConfig"]["defaults"]  # type: ignore[index]
+def test_panel_has_unit_and_rate_interval(panel: dict[str, Any]) -> None:
+    defaults = panel["fieldConfig"]["defaults"]
     assert defaults.get("unit") in GRAFANA_UNITS, f"{panel['title']}: unit not set"
     assert panel.get("description"), "say what the panel shows"
-    for target in panel["targets"]:  # type: ignore[attr-defined]
+    for target in panel["targets"]:
         expr = target["expr"]
         # Every range selector uses $__rate_interval (never a fixed window).
         for window in re.findall(r"\[([^\]]+)\]", expr):

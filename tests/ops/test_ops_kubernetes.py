@@ -3,51 +3,27 @@
 
 from __future__ import annotations
 
-import functools
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from tests.ops import regen_prometheusrule
-from tests.ops.support import OPS, load_yaml_all, require_tool, run
+from tests.ops.support import (
+    K8S,
+    OPS,
+    container,
+    deployment,
+    load_yaml_all,
+    objects,
+    rendered_text,
+    require_tool,
+    run,
+)
 
-K8S = OPS / "k8s"
 # The oldest Kubernetes still commonly run, and the newest the validator knows.
 KUBE_VERSIONS = ["1.29.0", None]
-
-
-@functools.cache
-def rendered_text() -> str:
-    """`kustomize build ops/k8s` (or `kubectl kustomize ops/k8s`, the same kustomize)."""
-    kustomize = require_tool("kustomize", "kubectl")
-    argv = (
-        [kustomize, "build", str(K8S)]
-        if kustomize.endswith("kustomize")
-        else [
-            kustomize,
-            "kustomize",
-            str(K8S),
-        ]
-    )
-    result = run(argv)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-def objects() -> dict[str, dict[str, Any]]:
-    return {doc["kind"]: doc for doc in load_yaml_all(rendered_text())}
-
-
-def deployment() -> dict[str, Any]:
-    return objects()["Deployment"]
-
-
-def container() -> dict[str, Any]:
-    (only,) = deployment()["spec"]["template"]["spec"]["containers"]
-    return dict(only)
 
 
 def test_kustomize_renders_every_object() -> None:

@@ -17,8 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.ops.support import OPS, ROOT, load_yaml
-from tests.ops.test_ops_kubernetes import container, deployment, objects
+from tests.ops.support import OPS, ROOT, container, deployment, load_yaml, objects
 
 GUNICORN_CONF = OPS / "gunicorn.conf.py"
 MARGIN = 5  # seconds left between gunicorn's last kill and the orchestrator's SIGKILL

@@ -4,10 +4,7 @@ import pytest
 
 from tests.redis.fleet import fleet_env
 from tests.support.fleet import fleet as start_fleet
-from tests.support.redis import own_redis, redis_base_url, redis_url
 from tests.support.servers import GatewayProcess
-
-__all__ = ["fleet", "own_redis", "redis_base_url", "redis_url"]
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from websockets.asyncio.client import ClientConnection
 from tests.support.clients import EventReader, open_ws
 from tests.support.fleet import connection_owners, worker_pids
 from tests.support.fleet import fleet_env as base_fleet_env
-from tests.support.servers import GatewayProcess, scaled
+from tests.support.servers import GatewayProcess
 
 ROOM = "lobby"
 PRESENCE_TTL = 2.0
@@ -63,18 +63,8 @@ class ChatClient(EventReader):
     async def wait(
         self, condition: Callable[[list[Event]], bool], seconds: float, what: str
     ) -> None:
-        try:
-            async with asyncio.timeout(scaled(seconds)):
-                while not condition(self.events):
-                    if self.closed:
-                        raise AssertionError(
-                            f"{self.name} closed ({self.close_code}) before {what}"
-                        )
-                    await self.next_change()
-        except TimeoutError:
-            raise AssertionError(
-                f"{self.name}: no {what} in {seconds}s: {self.events[-5:]}"
-            ) from None
+        """Until ``condition(events)``: :meth:`EventReader.until`, naming this client."""
+        await self.until(lambda: condition(self.events), seconds, f"{what} at {self.name}")
 
     async def wait_messages(self, count: int, seconds: float = 15) -> None:
         await self.wait(lambda _: len(self.messages()) >= count, seconds, f"{count} messages")

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -51,7 +53,10 @@ class StormClient(EventReader):
         elif kind == "presence":
             self.presence_events += 1
 
-    async def wait(self, done: Any, seconds: float) -> bool:
+    def got(self, text: str) -> bool:
+        return any(m["text"] == text for m in self.messages)
+
+    async def wait(self, done: Callable[[], object], seconds: float) -> bool:
         """Until ``done()`` or the connection closes, bounded; returns ``done()``."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(scaled(seconds)):
@@ -117,12 +122,7 @@ async def test_connect_storm_admits_everyone_and_delivers_to_all(fleet: GatewayP
         sender = clients[0]
         await sender.ws.send(json.dumps({"type": "message", "room": ROOM, "text": "after"}))
         received = await asyncio.gather(
-            *(
-                client.wait(
-                    lambda client=client: any(m["text"] == "after" for m in client.messages), 30
-                )
-                for client in clients
-            )
+            *(client.wait(functools.partial(client.got, "after"), 30) for client in clients)
         )
         missing = [c.name for c, got in zip(clients, received, strict=True) if not got]
         assert not missing, f"{len(missing)} of {STORM} never got the message: {missing[:5]}"

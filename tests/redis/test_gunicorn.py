@@ -54,7 +54,7 @@ def test_config_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_default_worker_count(monkeypatch: pytest.MonkeyPatch) -> None:
-    from gateway import gunicorn_conf
+    from gateway.server import gunicorn_conf
 
     assert read_config(monkeypatch)["workers"] == 1, "the embedded broker: one process"
     shared = read_config(monkeypatch, GATEWAY_BROKER_URL="redis://127.0.0.1:6379/0")

@@ -19,7 +19,7 @@ from gateway.broker.redis import POOL_SIZE, POOL_TIMEOUT, RedisBroker, connectio
 from gateway.presence.redis import RedisPresence
 from gateway.ratelimit import message_limiter
 from gateway.settings import RateLimit
-from tests.contract.test_backends import Inbox, message
+from tests.support.fakes import Inbox, message
 from tests.support.redis import RedisServer
 from tests.support.servers import scaled
 

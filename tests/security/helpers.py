@@ -18,7 +18,8 @@ import jwt
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.support.clients import metric, of_type, open_ws, recv_until
+from tests.support.clients import of_type, open_ws, recv_until
+from tests.support.metrics import metric
 from tests.support.servers import GatewayProcess, scaled, wait_until
 
 SECRET = "security-suite-secret-0123456789abcdef"

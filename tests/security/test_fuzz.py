@@ -29,7 +29,9 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from tests.security.helpers import CLOSED, REJECTED, wait_metric
-from tests.support.clients import masked_frame, metric, of_type, open_ws, recv_until
+from tests.support.clients import of_type, open_ws, recv_until
+from tests.support.metrics import metric
+from tests.support.rawws import first_close_code, masked_frame, open_raw
 from tests.support.servers import GatewayProcess, scaled, start_gateway
 
 SEED = int(os.environ.get("GATEWAY_FUZZ_SEED") or random.randrange(2**32))
@@ -245,24 +247,6 @@ async def calm_client(server: GatewayProcess) -> list[str]:
 # Raw sockets: what a client library never sends
 
 
-def close_code(data: bytes) -> int | None:
-    """The code of the first close frame in a stream of (unmasked) server frames."""
-    at = data.find(b"HTTP/1.1 101")
-    if at >= 0:
-        data = data[data.index(b"\r\n\r\n", at) + 4 :]
-    while len(data) >= 2:
-        opcode, length, offset = data[0] & 0x0F, data[1] & 0x7F, 2
-        if length == 126:
-            length, offset = int.from_bytes(data[2:4], "big"), 4
-        elif length == 127:
-            length, offset = int.from_bytes(data[2:10], "big"), 10
-        if opcode == 0x8:
-            payload = data[offset : offset + length]
-            return int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
-        data = data[offset + length :]
-    return None
-
-
 RAW_ATTACKS: dict[str, tuple[Callable[[random.Random], bytes], set[int | None]]] = {
     "invalid-utf8": (lambda rng: masked_frame(0x1, b"ok \xc3\x28 \xff"), {1007}),
     "unmasked": (lambda rng: b"\x81\x05hello", {1002}),
@@ -276,18 +260,12 @@ RAW_ATTACKS: dict[str, tuple[Callable[[random.Random], bytes], set[int | None]]]
 
 
 async def raw_session(port: int, payload: bytes, handshake: bool) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    """Everything the server sent after ``payload`` (and the handshake, if asked for)."""
+    if handshake:
+        reader, writer = await open_raw(port, f"/ws/raw-{uuid.uuid4().hex[:8]}")
+    else:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        if handshake:
-            writer.write(
-                f"GET /ws/raw-{uuid.uuid4().hex[:8]} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-            )
-            async with asyncio.timeout(scaled(5)):
-                head = await reader.readuntil(b"\r\n\r\n")
-            assert head.startswith(b"HTTP/1.1 101"), head
         writer.write(payload)
         writer.write_eof()
         async with asyncio.timeout(scaled(10)):
@@ -299,7 +277,7 @@ async def raw_session(port: int, payload: bytes, handshake: bool) -> bytes:
 async def raw_attacks(server: GatewayProcess, rng: random.Random, tally: Tally) -> None:
     for name, (make, expected) in RAW_ATTACKS.items():
         for _ in range(5):
-            code = close_code(await raw_session(server.port, make(rng), handshake=True))
+            code = first_close_code(await raw_session(server.port, make(rng), handshake=True))
             tally.closes[code or 0] += 1
             if code not in expected:
                 tally.problems.append(f"raw {name}: close {code}, expected one of {expected}")
@@ -342,6 +320,8 @@ async def test_a_client_cannot_forge_server_errors_in_the_metrics(server: Gatewa
     await recv_until(ws, of_type("joined"))
     await ws.close(code=1011, reason="pretend the server broke")
     wait_metric(server, CLOSED, clients + 1, reason="client")
-    assert close_code(await raw_session(server.port, b"\x81\x05hello", handshake=True)) == 1002
+    assert (
+        first_close_code(await raw_session(server.port, b"\x81\x05hello", handshake=True)) == 1002
+    )
     wait_metric(server, CLOSED, policy + 1, reason="policy")
     assert metric(server.base_url, CLOSED, reason="error") == errors

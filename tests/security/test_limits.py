@@ -24,7 +24,8 @@ from tests.security.helpers import (
     wait_connections,
     wait_metric,
 )
-from tests.support.clients import metric, of_type, open_ws, recv_until
+from tests.support.clients import of_type, open_ws, recv_until
+from tests.support.metrics import metric
 from tests.support.servers import GatewayProcess, start_gateway
 
 

@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from tests.security.helpers import REFUSED, bystander, chat_once, refused, unique
-from tests.support.clients import metric, of_type, open_ws, recv_until
+from tests.support.clients import of_type, open_ws, recv_until
+from tests.support.metrics import metric
 from tests.support.servers import GatewayProcess, start_gateway
 
 

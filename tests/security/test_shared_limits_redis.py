@@ -10,12 +10,11 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 
 from tests.security.helpers import REJECTED, SECRET, chat_once, closed_before_any_data, token
-from tests.support.clients import metric, of_type, open_ws, recv_until
-from tests.support.redis import redis_base_url, redis_url
+from tests.support.clients import of_type, open_ws, recv_until
+from tests.support.metrics import metric
 from tests.support.servers import GatewayProcess, start_gateway, wait_until
 
 pytestmark = pytest.mark.redis
-__all__ = ["redis_base_url", "redis_url"]
 
 
 @pytest.fixture

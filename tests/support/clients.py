@@ -1,16 +1,14 @@
-"""WebSocket and metrics helpers for tests against a real server."""
+"""Chat clients on the ``websockets`` library, for tests against a real server: open, read
+events until one matches, wait for the close, and a reader that never stops reading."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-import socket
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -173,55 +171,3 @@ class EventReader:
         await self.ws.close()
         with contextlib.suppress(asyncio.CancelledError):
             await self.reader
-
-
-def scrape(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of /metrics, keyed by (sample name, sorted labels)."""
-    text = httpx.get(base_url + "/metrics", timeout=scaled(5)).text
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def metric(base_url: str, name: str, **labels: str) -> float:
-    return scrape(base_url).get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def raw_handshake(
-    port: int, path: str, extra_headers: str = "", receive_buffer: int | None = None
-) -> socket.socket:
-    """A bare TCP socket that completes a WebSocket handshake and then does only what it's told."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if receive_buffer is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-    sock.settimeout(scaled(5))
-    sock.connect(("127.0.0.1", port))
-    request = (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        f"Sec-WebSocket-Version: 13\r\n{extra_headers}\r\n"
-    )
-    sock.sendall(request.encode())
-    response = b""
-    while b"\r\n\r\n" not in response:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise ConnectionError("closed during handshake")
-        response += chunk
-    assert response.startswith(b"HTTP/1.1 101"), response
-    return sock
-
-
-def masked_frame(opcode: int, payload: bytes) -> bytes:
-    """A client frame (clients must mask) with FIN set; zero mask keeps the payload readable."""
-    header = bytes([0x80 | opcode])
-    length = len(payload)
-    if length < 126:
-        header += bytes([0x80 | length])
-    elif length < 65536:
-        header += bytes([0x80 | 126]) + length.to_bytes(2, "big")
-    else:
-        header += bytes([0x80 | 127]) + length.to_bytes(8, "big")
-    return header + b"\x00\x00\x00\x00" + payload

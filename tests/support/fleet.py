@@ -1,9 +1,13 @@
-"""A fleet: ``gateway serve --workers N`` (a gunicorn master and its uvicorn workers) on Redis.
+"""A fleet: ``gateway serve --workers N`` (a gunicorn master and its uvicorn workers) on Redis,
+or what the image runs (plain ``gunicorn -c ops/gunicorn.conf.py``).
 
-One way to start it, wait until every worker serves, and stop it; and the kernel's view of it:
-which processes are its workers, and which worker holds the server end of a client's
-connection (the client's port in ``/proc/net/tcp``, that socket's inode among the file
-descriptors in ``/proc/<pid>/fd``).
+One way to start it, wait until every worker serves, and stop it; what its JSON logs say (which
+worker serves whom); and the kernel's view of it: which processes are its workers, and which
+worker holds the server end of a client's connection (the client's port in ``/proc/net/tcp``,
+that socket's inode among the file descriptors in ``/proc/<pid>/fd``).
+
+The suites add their own settings and clients on top: tests/redis/fleet.py and
+tests/observability/fleet.py.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +23,8 @@ from typing import Any
 from tests.support.servers import GatewayProcess, launch_gateway, wait_until
 
 WORKERS = 2
+REPO = Path(__file__).resolve().parents[2]
+"""The checkout: ``ops/gunicorn.conf.py`` is read relative to it, as in the image."""
 
 
 def fleet_env(broker_url: str, *settings: Mapping[str, str]) -> dict[str, str]:
@@ -63,6 +70,20 @@ def fleet(
         server.stop()
 
 
+@contextlib.contextmanager
+def plain_gunicorn(redis_url: str, env: dict[str, str] | None = None) -> Iterator[GatewayProcess]:
+    """What the image runs: ``gunicorn -c ops/gunicorn.conf.py gateway.app:app``, 2 workers."""
+    command = [
+        str(Path(sys.executable).with_name("gunicorn")),
+        "-c",
+        "ops/gunicorn.conf.py",
+        "gateway.app:app",
+    ]
+    full = fleet_env(redis_url, {"GATEWAY_WORKERS": "2"}, env or {})
+    with fleet(full, 2, command=command, cwd=REPO) as server:
+        yield server
+
+
 def worker_pids(master: int) -> set[int]:
     """The live (not zombie) children of the gunicorn master."""
     pids = set()
@@ -100,6 +121,15 @@ def descendants(pid: int) -> set[int]:
 def log_records(server: GatewayProcess) -> list[dict[str, Any]]:
     """The fleet's log as records (``GATEWAY_LOG_FORMAT=json``: one JSON object a line)."""
     return [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+
+
+def pid_of_users(server: GatewayProcess) -> dict[str, int]:
+    """The worker pid serving each user's latest connection, from ``connection opened`` lines."""
+    return {
+        record["user"]: record["pid"]
+        for record in log_records(server)
+        if record.get("event") == "connection opened"
+    }
 
 
 def serving_workers(server: GatewayProcess, exclude: Iterable[int] = ()) -> list[int]:

@@ -9,7 +9,6 @@ the session.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
 import subprocess
@@ -17,28 +16,24 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 import redis
 
 from tests.support.servers import free_port, scaled, wait_until
+from tests.support.skips import unavailable
 
 HOST = "127.0.0.1"
 SHARED_PORT = 6379
-IN_CI = os.environ.get("CI") == "true"
-
-
-def unavailable(reason: str) -> NoReturn:
-    if IN_CI:
-        pytest.fail(f"{reason} (CI=true: Redis is required)")
-    pytest.skip(reason)
 
 
 def server_binary() -> str:
     binary = shutil.which("redis-server")
     if binary is None:
-        unavailable("no redis-server binary on this machine (Debian: apt-get install redis-server)")
+        unavailable(
+            "no redis-server binary on this machine (Debian: apt-get install redis-server)",
+            "CI=true: Redis is required",
+        )
     return binary
 
 
@@ -132,7 +127,7 @@ def delete_prefix(url: str, prefix: str) -> None:
         client.close()
 
 
-# Fixtures (imported by the conftest of each test package that uses them)
+# Fixtures (registered for the whole suite by tests/conftest.py)
 
 
 @pytest.fixture(scope="session")

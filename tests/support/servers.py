@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,16 +30,21 @@ def scaled(seconds: float) -> float:
 
 
 def free_port() -> int:
+    """A loopback port nothing listens on now. The one of the tests: loadtest/servers.py keeps
+    its own, since the load tools never import tests/ and the harness must not depend on a
+    tool it tests (a broken loadtest/ would fail the whole suite's collection)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def wait_until(predicate: object, timeout: float, message: str, interval: float = 0.05) -> None:
+def wait_until(
+    predicate: Callable[[], object], timeout: float, message: str, interval: float = 0.05
+) -> None:
     """Poll ``predicate`` until it returns truthy or ``timeout`` (scaled) passes."""
     deadline = time.monotonic() + scaled(timeout)
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return
         time.sleep(interval)
     raise TimeoutError(message)
@@ -80,8 +85,8 @@ class GatewayProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def get(self, path: str, **kwargs: object) -> httpx.Response:
-        return httpx.get(self.base_url + path, timeout=scaled(5), **kwargs)  # type: ignore[arg-type]
+    def get(self, path: str, headers: Mapping[str, str] | None = None) -> httpx.Response:
+        return httpx.get(self.base_url + path, headers=headers, timeout=scaled(5))
 
     def alive(self) -> bool:
         return self.process.poll() is None

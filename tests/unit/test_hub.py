@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,35 +15,7 @@ from gateway.node import Node
 from gateway.outbox import Outbox
 from gateway.protocol import WireFormat
 from gateway.settings import RateLimit, load_settings
-
-
-class FakeSink:
-    """Records what a connection would have written; can pretend the socket is full."""
-
-    def __init__(self) -> None:
-        self.writable = True
-        self.raw: list[bytes] = []
-        self.sent: list[str] = []
-        self.closed: tuple[int, str] | None = None
-        self.unblocked = asyncio.Event()
-        self.unblocked.set()
-
-    def writable_now(self) -> bool:
-        return self.writable
-
-    def write_now(self, data: bytes) -> None:
-        self.raw.append(data)
-
-    async def send_text(self, payload: str) -> None:
-        await self.unblocked.wait()
-        self.sent.append(payload)
-
-    async def close(self, code: int, reason: str) -> None:
-        self.closed = (code, reason)
-
-    def events(self) -> list[dict[str, Any]]:
-        texts = [frame[2:].decode() if frame[1] < 126 else frame[4:].decode() for frame in self.raw]
-        return [json.loads(line) for text in texts + self.sent for line in text.split("\n")]
+from tests.support.fakes import FakeSink
 
 
 class Client:
@@ -59,7 +32,7 @@ class Client:
 
 
 @pytest.fixture
-async def node() -> Any:
+async def node() -> AsyncIterator[Node]:
     node = Node(
         load_settings(rate_limit=RateLimit(0, 0), send_queue=5, idle_timeout=0, presence_batch_ms=0)
     )
@@ -68,8 +41,8 @@ async def node() -> Any:
     await node.aclose()
 
 
-async def connect(node: Node, user: str, **kwargs: Any) -> Client:
-    client = Client(node, user, **kwargs)
+async def connect(node: Node, user: str, wire: WireFormat = WireFormat.JSON) -> Client:
+    client = Client(node, user, wire)
     assert await node.hub.attach(client.session, allow_duplicate=False) is None
     return client
 
@@ -123,7 +96,7 @@ async def test_direct_messages_reach_the_recipient_and_echo(node: Node) -> None:
 
 
 async def test_resume_replays_history_then_held_live_messages_without_gap_or_twin(
-    node: Node,
+    node: Node, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     alice, bob = await connect(node, "alice"), await connect(node, "bob")
     await alice.say('{"type":"join","room":"games"}')
@@ -137,7 +110,7 @@ async def test_resume_replays_history_then_held_live_messages_without_gap_or_twi
         await alice.say('{"type":"message","room":"games","text":"live-2"}')
         return snapshot
 
-    node.broker.history = history_while_live_messages_arrive  # type: ignore[method-assign]
+    monkeypatch.setattr(node.broker, "history", history_while_live_messages_arrive)
     third = alice.events("message")[2]["id"]
     bob.sink.raw.clear()
     await bob.say(f'{{"type":"resume","room":"games","after":"{int(third) - 1}"}}')
@@ -166,7 +139,9 @@ async def test_resume_in_a_joined_room_sends_nothing_twice(node: Node) -> None:
     )
 
 
-async def test_messages_held_during_a_resume_count_against_the_send_queue(node: Node) -> None:
+async def test_messages_held_during_a_resume_count_against_the_send_queue(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A history read that never answers must not let held messages grow without bound."""
     alice, bob = await connect(node, "alice"), await connect(node, "bob")
     answer: asyncio.Future[History] = asyncio.get_running_loop().create_future()
@@ -176,7 +151,7 @@ async def test_messages_held_during_a_resume_count_against_the_send_queue(node: 
         reading.set()
         return await answer
 
-    node.broker.history = stalled_history  # type: ignore[method-assign]
+    monkeypatch.setattr(node.broker, "history", stalled_history)
     resuming = asyncio.create_task(bob.say('{"type":"resume","room":"lobby","after":"0"}'))
     await asyncio.wait_for(reading.wait(), 5)
     assert bob.session.rooms["lobby"].held == []
@@ -189,7 +164,9 @@ async def test_messages_held_during_a_resume_count_against_the_send_queue(node: 
     assert alice.session.closing is None
 
 
-async def test_a_member_joining_during_the_first_subscription_waits_for_it(node: Node) -> None:
+async def test_a_member_joining_during_the_first_subscription_waits_for_it(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The room's last_id is read once the broker hears the room, also by the second member:
     read earlier, a message published in between would reach neither live nor by resume."""
     alice, bob = await connect(node, "alice"), await connect(node, "bob")
@@ -208,8 +185,8 @@ async def test_a_member_joining_during_the_first_subscription_waits_for_it(node:
         calls.append("last_id")
         return await real_last_id(channel)
 
-    node.broker.subscribe = slow_subscribe  # type: ignore[method-assign]
-    node.broker.last_id = last_id  # type: ignore[method-assign]
+    monkeypatch.setattr(node.broker, "subscribe", slow_subscribe)
+    monkeypatch.setattr(node.broker, "last_id", last_id)
     first = asyncio.create_task(alice.say('{"type":"join","room":"games"}'))
     second = asyncio.create_task(bob.say('{"type":"join","room":"games"}'))
     # Tasks run in the order they were created: when this one wakes, bob's join has run up to

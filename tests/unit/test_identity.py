@@ -3,6 +3,8 @@ text-format lines that cannot hold a line break (SPEC "Hardening": "Identities")
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -71,8 +73,8 @@ def test_ids_never_hold_a_line_break(char: str) -> None:
 
 @given(st.text(), st.text(min_size=1), st.sampled_from(["message", "direct", "presence"]))
 def test_text_rendering_is_one_line(text: str, user: str, kind: str) -> None:
-    event = {"type": kind, "from": user, "user": user, "text": text, "event": "joined"}
-    event["online"] = 1
+    fields = {"type": kind, "from": user, "user": user, "text": text, "event": "joined"}
+    event: dict[str, Any] = {**fields, "online": 1}
     rendered = render_text(event)
     assert rendered is not None
     assert LINE_BREAKS.search(rendered) is None

@@ -8,45 +8,16 @@ import json
 import pytest
 
 from gateway import disconnect, metrics
-from gateway.outbox import ClientGone, Outbox, OutFrame
+from gateway.outbox import Outbox, OutFrame
 from gateway.protocol import WireFormat
-
-
-class Sink:
-    """A socket that can be made unwritable (queue) and blocked (the writer's send waits)."""
-
-    def __init__(self) -> None:
-        self.writable = True
-        self.written: list[str] = []
-        """Every text that reached the socket, in order, fast path and writer alike."""
-        self.closed: tuple[int, str] | None = None
-        self.unblocked = asyncio.Event()
-        self.unblocked.set()
-        self.gone = False
-        self.send_started = asyncio.Event()
-
-    def writable_now(self) -> bool:
-        return self.writable
-
-    def write_now(self, data: bytes) -> None:
-        self.written.append(data[2:].decode())  # short unmasked text frames: 2-byte header
-
-    async def send_text(self, payload: str) -> None:
-        self.send_started.set()
-        await self.unblocked.wait()
-        if self.gone:
-            raise ClientGone
-        self.written.append(payload)
-
-    async def close(self, code: int, reason: str) -> None:
-        self.closed = (code, reason)
+from tests.support.fakes import FakeSink
 
 
 def frame(text: str) -> OutFrame:
     return OutFrame({"type": "message", "text": text})
 
 
-def texts(sink: Sink) -> list[str]:
+def texts(sink: FakeSink) -> list[str]:
     return [json.loads(line)["text"] for chunk in sink.written for line in chunk.split("\n")]
 
 
@@ -57,11 +28,11 @@ async def finish(outbox: Outbox) -> None:
 
 
 def delivered() -> float:
-    return metrics.MESSAGES_DELIVERED._value.get()
+    return float(metrics.MESSAGES_DELIVERED._value.get())
 
 
 async def test_an_idle_outbox_holds_no_queue_and_no_task() -> None:
-    sink = Sink()
+    sink = FakeSink()
     outbox = Outbox(sink, WireFormat.JSON, 10)
     outbox.offer(frame("now"))
     assert (outbox.writer, len(outbox), texts(sink)) == (None, 0, ["now"])
@@ -69,7 +40,7 @@ async def test_an_idle_outbox_holds_no_queue_and_no_task() -> None:
 
 
 async def test_a_backlog_starts_a_writer_that_ends_and_drops_the_queue_when_drained() -> None:
-    sink = Sink()
+    sink = FakeSink()
     outbox = Outbox(sink, WireFormat.JSON, 10)
     sink.writable = False
     for n in range(3):
@@ -86,7 +57,7 @@ async def test_a_backlog_starts_a_writer_that_ends_and_drops_the_queue_when_drai
 
 
 async def test_nothing_overtakes_a_frame_the_writer_is_still_sending() -> None:
-    sink = Sink()
+    sink = FakeSink()
     outbox = Outbox(sink, WireFormat.TEXT, 10)
     sink.writable = False
     sink.unblocked.clear()
@@ -101,7 +72,7 @@ async def test_nothing_overtakes_a_frame_the_writer_is_still_sending() -> None:
 
 
 async def test_a_full_queue_calls_on_overflow_and_drops_the_frame() -> None:
-    sink = Sink()
+    sink = FakeSink()
     outbox = Outbox(sink, WireFormat.JSON, 2)
     overflows: list[int] = []
     outbox.on_overflow = lambda: overflows.append(len(outbox))
@@ -113,7 +84,7 @@ async def test_a_full_queue_calls_on_overflow_and_drops_the_frame() -> None:
 
 
 async def test_close_with_flush_sends_the_queue_then_closes() -> None:
-    sink = Sink()
+    sink = FakeSink()
     outbox = Outbox(sink, WireFormat.JSON, 10)
     sink.writable = False
     outbox.offer(frame("queued"))
@@ -127,7 +98,7 @@ async def test_close_with_flush_sends_the_queue_then_closes() -> None:
 
 
 async def test_close_of_an_idle_outbox_starts_a_writer_to_close() -> None:
-    sink = Sink()
+    sink = FakeSink()
     outbox = Outbox(sink, WireFormat.JSON, 10)
     outbox.close(disconnect.IDLE_TIMEOUT, flush=True)
     await finish(outbox)
@@ -136,7 +107,7 @@ async def test_close_of_an_idle_outbox_starts_a_writer_to_close() -> None:
 
 
 async def test_close_without_flush_drops_the_queue_and_abandons_a_blocked_send() -> None:
-    sink = Sink()
+    sink = FakeSink()
     outbox = Outbox(sink, WireFormat.TEXT, 10)
     sink.writable = False
     sink.unblocked.clear()
@@ -150,7 +121,7 @@ async def test_close_without_flush_drops_the_queue_and_abandons_a_blocked_send()
 
 
 async def test_a_gone_peer_ends_the_writer_for_good() -> None:
-    sink = Sink()
+    sink = FakeSink()
     outbox = Outbox(sink, WireFormat.JSON, 10)
     sink.writable = False
     sink.gone = True
@@ -166,7 +137,7 @@ async def test_a_gone_peer_ends_the_writer_for_good() -> None:
 
 @pytest.mark.parametrize("wire", list(WireFormat))
 async def test_a_backlog_keeps_its_order(wire: WireFormat) -> None:
-    sink = Sink()
+    sink = FakeSink()
     outbox = Outbox(sink, wire, 100)
     sink.writable = False
     for n in range(20):
@@ -179,7 +150,7 @@ async def test_a_backlog_keeps_its_order(wire: WireFormat) -> None:
 async def test_frames_written_are_counted_once_per_loop_tick() -> None:
     """Every frame a socket took counts in gateway_messages_delivered_total; a fan-out's worth
     reaches the metric as one update on the next tick, not one per recipient."""
-    sinks = [Sink() for _ in range(3)]
+    sinks = [FakeSink() for _ in range(3)]
     outboxes = [Outbox(sink, WireFormat.JSON, 10) for sink in sinks]
     before = delivered()
     for outbox in outboxes:

@@ -47,7 +47,7 @@ async def test_receive_queue_refuses_a_second_concurrent_reader() -> None:
     with pytest.raises(RuntimeError):
         await queue.get()
     queue.put_nowait({"type": "websocket.receive", "text": "c"})
-    assert (await asyncio.wait_for(first, 5))["text"] == "c"
+    assert await asyncio.wait_for(first, 5) == {"type": "websocket.receive", "text": "c"}
 
 
 async def test_flag_behaves_like_an_event() -> None:

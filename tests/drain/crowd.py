@@ -1,4 +1,5 @@
-"""A crowd of well-behaved chat clients and a publisher, for rolling-restart tests.
+"""A crowd of well-behaved chat clients and a publisher, for rolling-restart tests (the fleet
+itself is tests/support/fleet.py).
 
 Each :class:`ResumingClient` does what the contract asks of a client across a drain: on
 ``reconnect`` it notes ``after_ms``; on the close that follows it waits that long, connects
