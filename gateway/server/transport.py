@@ -187,7 +187,9 @@ async def _run(websocket: WebSocket, node: Node, session: Session, admitted: Adm
         session.expiry.cancel()
         await hub.detach(session, _close_reply(outbox.sink))
         if not outbox.finished:
-            session.close(ended)
+            # Not closing yet means the peer or the heartbeat ended it: nobody reads what is
+            # queued, and a send stuck on a full socket must not hold the cleanup.
+            session.close(ended, flush=False)
             if (writer := outbox.writer) is not None:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(writer, timeout=node.settings.drain_timeout)
