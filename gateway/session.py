@@ -282,10 +282,10 @@ class Session:
         replayed = cursor.replay(history.messages, self.outbox)
         cursor.floor = min(cursor.floor, after)
         cursor.last_seq = max(cursor.last_seq, after)
-        replayed += self.release_held(cursor)
         self.send(
             {"type": "resumed", "room": room, "recovered": history.complete, "count": replayed}
         )
+        self.release_held(cursor)  # live from here: after the ack, as the SPEC orders them
 
     def release_held(self, cursor: RoomCursor) -> int:
         """Stop holding; offer the held frames newer than the cursor, returns how many."""
