@@ -7,11 +7,23 @@ receive greenlet, joins its rooms and chats at ``--msg-rate`` messages/s. It rep
 * ``WS message rtt``    its own message from send until the server fans it back to it;
 * ``WS delivery``       messages from other users, send → receive (their send time travels in the
                         text; the load generators must share a clock, e.g. one machine or NTP);
+* ``WS presence <kind>`` one per presence event received (``joined``, ``left``, ``diff``,
+                        ``count``, ``other``): its ``ts`` → receive, and its size. A ``diff``
+                        naming ten people is one event. Not requests: they are left out of the
+                        error ratio and the p99 threshold;
+* ``WS token refresh``  with ``LOCUST_TOKEN_SECRET`` set: ``refresh`` sent → ``refreshed``;
 * failures: ``WS error frame`` (one per ``{"type":"error"}``), ``WS unexpected close`` (a close
   that is neither ours nor a drain), ``WS connect`` (a refused or failed handshake).
 
 A ``{"type":"reconnect","after_ms":N}`` followed by close 1012 (a drain) is honoured: the user
 waits ``after_ms`` (plus jitter) and reconnects; it is not counted as a failure.
+
+Tokens: ``--token`` is one static token for every user (it cannot be renewed, so the gateway
+closes the users at its ``exp``). With ``LOCUST_TOKEN_SECRET`` (the gateway's
+``GATEWAY_AUTH_SECRET``, from the environment only, never the command line) each user mints its
+own HS256 token (``sub`` = its id, ``rooms`` = its rooms, ``exp`` in ``--token-ttl`` seconds),
+connects with it and renews it with ``{"type":"refresh"}`` at about 80% of its remaining
+lifetime (up to 10% earlier at random), on the open connection.
 
 Exit code: ``--max-p99-ms`` and ``--max-error-ratio`` make the run fail (exit 1) when the p99 of
 the WS request types or the failure ratio over all of them exceeds the threshold.
@@ -24,12 +36,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import time
 import uuid
 from typing import Any
 
 import gevent
+import gevent.lock
+import jwt
 import websocket
 from locust import User, events, task
 from locust.env import Environment
@@ -42,6 +57,10 @@ RTT = "message rtt"
 DELIVERY = "delivery"
 ERROR_FRAME = "error frame"
 UNEXPECTED_CLOSE = "unexpected close"
+REFRESH = "token refresh"
+PRESENCE = "presence"
+PRESENCE_KINDS = ("joined", "left", "diff", "count")
+TOKEN_SECRET_ENV = "LOCUST_TOKEN_SECRET"
 DRAIN_CLOSE = 1012
 NORMAL_CLOSES = {1000, 1001, DRAIN_CLOSE}
 
@@ -78,6 +97,13 @@ def _add_arguments(parser: Any) -> None:
         help="bearer token sent as ?token= (when GATEWAY_AUTH_SECRET is set)",
     )
     group.add_argument(
+        "--token-ttl",
+        type=float,
+        default=300.0,
+        env_var="LOCUST_TOKEN_TTL",
+        help=f"lifetime in seconds of the tokens each user mints when {TOKEN_SECRET_ENV} is set",
+    )
+    group.add_argument(
         "--max-p99-ms",
         type=float,
         default=0.0,
@@ -102,7 +128,7 @@ def threshold_failures(environment: Environment) -> list[str]:
     stats = environment.stats
     max_p99 = float(getattr(opts, "max_p99_ms", 0.0) or 0.0)
     if max_p99 > 0:
-        for name in (CONNECT, RTT, DELIVERY):
+        for name in (CONNECT, RTT, DELIVERY, REFRESH):
             entry: StatsEntry = stats.get(name, REQUEST_TYPE)
             if entry.num_requests:
                 p99 = entry.get_response_time_percentile(0.99)
@@ -110,8 +136,16 @@ def threshold_failures(environment: Environment) -> list[str]:
                     reasons.append(f"p99 of {name} is {p99:.0f} ms > {max_p99:g} ms")
     max_ratio = float(getattr(opts, "max_error_ratio", -1.0))
     total = stats.total
-    if max_ratio >= 0 and (total.num_requests + total.num_failures) > 0:
-        ratio = total.num_failures / (total.num_requests + total.num_failures)
+    # Presence events are what the server tells, not requests: a storm of them must not dilute
+    # the ratio of failures to requests.
+    told = sum(
+        entry.num_requests
+        for (name, _method), entry in stats.entries.items()
+        if name.startswith(PRESENCE + " ")
+    )
+    requests = total.num_requests - told
+    if max_ratio >= 0 and (requests + total.num_failures) > 0:
+        ratio = total.num_failures / (requests + total.num_failures)
         if ratio > max_ratio:
             reasons.append(f"error ratio {ratio:.4f} > {max_ratio:g}")
     return reasons
@@ -146,6 +180,12 @@ class ChatUser(User):
         self.msg_bytes = int(getattr(opts, "msg_bytes", 64))
         self.ws_path = str(getattr(opts, "ws_path", "/ws/{id}"))
         self.token = str(getattr(opts, "token", ""))
+        self.token_secret = os.environ.get(TOKEN_SECRET_ENV, "")
+        self.token_ttl = max(1.0, float(getattr(opts, "token_ttl", 300.0) or 300.0))
+        self.token_exp: float | None = None
+        self.refresh_sent: tuple[float, str, float] | None = None  # (sent at, token, exp)
+        self.refresher: gevent.Greenlet[[websocket.WebSocket], None] | None = None
+        self.send_lock = gevent.lock.Semaphore()  # the task and the refresher both send
         self.ws: websocket.WebSocket | None = None
         self.receiver: gevent.Greenlet[[websocket.WebSocket], None] | None = None
         self.pending: dict[str, float] = {}
@@ -166,6 +206,7 @@ class ChatUser(User):
                 ws.close()
         if self.receiver is not None:
             self.receiver.kill(block=False)
+        self._stop_refresh()
 
     @task
     def chat(self) -> None:
@@ -182,7 +223,7 @@ class ChatUser(User):
         if len(self.pending) > 10_000:  # never grow without bound if echoes stop
             self.pending.pop(next(iter(self.pending)))
         try:
-            ws.send(json.dumps({"type": "message", "room": room, "text": text}))
+            self._send(ws, {"type": "message", "room": room, "text": text})
         except (websocket.WebSocketException, OSError) as exc:
             self.pending.pop(nonce, None)
             self._fire(UNEXPECTED_CLOSE, 0.0, exc)
@@ -204,6 +245,8 @@ class ChatUser(User):
     def connect(self) -> None:
         if self.closing:
             return
+        if self.token_secret:
+            self.token, self.token_exp = self._mint()
         started = time.perf_counter()
         try:
             ws = websocket.create_connection(self._url(), timeout=10, enable_multithread=False)
@@ -219,8 +262,65 @@ class ChatUser(User):
         self.reconnect_after_ms = None
         for room in self.rooms:
             if room != "lobby":
-                ws.send(json.dumps({"type": "join", "room": room}))
+                self._send(ws, {"type": "join", "room": room})
         self.receiver = gevent.spawn(self._receive, ws)
+        self._schedule_refresh(ws)
+
+    def _send(self, ws: websocket.WebSocket, message: dict[str, Any]) -> None:
+        with self.send_lock:
+            ws.send(json.dumps(message))
+
+    # -- token refresh --------------------------------------------------------------------------
+    def _mint(self) -> tuple[str, float]:
+        """A token for this user, signed with the gateway's secret, and its ``exp``."""
+        now = int(time.time())
+        exp = now + int(self.token_ttl)
+        claims: dict[str, Any] = {"sub": self.user_id, "iat": now, "exp": exp}
+        rooms = [room for room in self.rooms if room != "lobby"]
+        if rooms:
+            claims["rooms"] = rooms
+        return jwt.encode(claims, self.token_secret, algorithm="HS256"), float(exp)
+
+    def _schedule_refresh(self, ws: websocket.WebSocket) -> None:
+        """Renew the connection's token some time before it expires (only with a secret)."""
+        self._stop_refresh()
+        if not self.token_secret or self.token_exp is None:
+            return
+        delay = refresh_delay(self.token_exp, time.time())
+        if delay is not None:
+            self.refresher = gevent.spawn_later(delay, self._refresh, ws)
+
+    def _stop_refresh(self) -> None:
+        refresher, self.refresher = self.refresher, None
+        if refresher is not None and refresher is not gevent.getcurrent():
+            refresher.kill(block=False)
+        self.refresh_sent = None
+
+    def _refresh(self, ws: websocket.WebSocket) -> None:
+        self.refresher = None
+        if ws is not self.ws or self.closing:
+            return
+        token, exp = self._mint()
+        self.refresh_sent = (time.perf_counter(), token, exp)
+        try:
+            self._send(ws, {"type": "refresh", "token": token})
+        except (websocket.WebSocketException, OSError):
+            self.refresh_sent = None  # the receiver sees the close and reconnects
+
+    def _on_refreshed(self) -> None:
+        sent = self.refresh_sent
+        if sent is None or self.ws is None:
+            return
+        started, self.token, self.token_exp = sent
+        self._fire(REFRESH, (time.perf_counter() - started) * 1000, None)
+        self._schedule_refresh(self.ws)
+
+    def _on_refresh_refused(self) -> None:
+        """An error while a refresh awaits its answer: try again while the token lasts (the
+        error frame is counted as a failure already)."""
+        if self.refresh_sent is not None and self.ws is not None:
+            self.refresh_sent = None
+            self._schedule_refresh(self.ws)
 
     def _receive(self, ws: websocket.WebSocket) -> None:
         code: int | None = None
@@ -243,6 +343,7 @@ class ChatUser(User):
         if ws is not self.ws or self.closing:
             return
         self.ws = None
+        self._stop_refresh()
         if time.monotonic() - self.connected_at > 10.0:
             self.backoff = 0.5  # the connection lived: start backing off from scratch
         if code == DRAIN_CLOSE or self.reconnect_after_ms is not None:
@@ -265,14 +366,30 @@ class ChatUser(User):
                 event = json.loads(line)
             except ValueError:
                 continue  # plain-text format: nothing to time
+            if not isinstance(event, dict):
+                continue
             kind = event.get("type")
             if kind == "message":
                 self._on_message(event, now)
+            elif kind == "presence":
+                self._on_presence(event, now, len(line))
             elif kind == "error":
                 detail = f"{event.get('code')}: {event.get('detail')}"
                 self._fire(ERROR_FRAME, 0.0, RuntimeError(detail))
+                self._on_refresh_refused()
+            elif kind == "refreshed":
+                self._on_refreshed()
             elif kind == "reconnect":
                 self.reconnect_after_ms = float(event.get("after_ms", 1000))
+
+    def _on_presence(self, event: dict[str, Any], now: float, length: int) -> None:
+        """One presence event, whatever it says: one change, a window's ``diff`` or a large
+        room's ``count``. Timed from the server's ``ts`` (batching shows up here)."""
+        kind = event.get("event")
+        name = f"{PRESENCE} {kind if kind in PRESENCE_KINDS else 'other'}"
+        ts = event.get("ts")
+        lag = max(0.0, now - ts) * 1000 if isinstance(ts, int | float) else 0.0
+        self._fire(name, lag, None, length)
 
     def _on_message(self, event: dict[str, Any], now: float) -> None:
         text = str(event.get("text", ""))
@@ -302,3 +419,15 @@ class ChatUser(User):
             exception=exc,
             context={"user": self.user_id},
         )
+
+
+def refresh_delay(
+    exp: float, now: float, fraction: float = 0.8, jitter: float = 0.1
+) -> float | None:
+    """Seconds until a token expiring at ``exp`` should be renewed: about ``fraction`` of what is
+    left, up to ``jitter`` of it earlier at random (users started together spread out); None
+    once it has expired. The chat page does the same (``refreshDelayMs`` in protocol.js)."""
+    remaining = exp - now
+    if remaining <= 0:
+        return None
+    return remaining * (fraction - jitter * random.random())

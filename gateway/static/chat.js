@@ -1,18 +1,34 @@
 // The chat page: wires the DOM to one WebSocket and keeps it alive across drops and restarts.
 // Wire protocol and rendering live in protocol.js and render.js (pure, unit-tested).
 
-import { chatUrl, parseFrame, planReconnect, resumedNotice, RoomHistory } from "./protocol.js";
 import {
-  el, errorText, insertInOrder, presenceText, renderDirect, renderMessage, renderNotice,
-  renderOnline, statusText,
+  applyPresence, chatUrl, parseFrame, planReconnect, presenceFromAck, refreshDelayMs, resumedNotice,
+  RoomHistory, sameOriginUrl, tokenExp, tokenFromAnswer,
+} from "./protocol.js";
+import {
+  el, errorText, insertInOrder, onlineSummary, presenceText, renderDirect, renderMessage,
+  renderNotice, renderOnline, statusText,
 } from "./render.js";
 
 const $ = (id) => document.getElementById(id);
 const LOBBY = "lobby";
+const NOBODY = { names: [], count: 0, partial: false };
+/** Consecutive failed renewals of one token before the page stops trying (it then expires). */
+const REFRESH_TRIES = 3;
+/** Errors the server answers a `refresh` with (another `sub`, a bad token, too many commands). */
+const REFRESH_ERRORS = new Set(["invalid", "forbidden", "rate_limited"]);
+
+const query = new URLSearchParams(location.search);
 
 const app = {
   me: "",
-  token: new URLSearchParams(location.search).get("token"),
+  token: query.get("token"),
+  // Where to GET a fresh token ({"token": "..."}), same origin only: ?token_url= or the page's
+  // <html data-token-url="...">. Without one the page cannot renew its token.
+  tokenUrl: sameOriginUrl(query.get("token_url") ?? document.documentElement.dataset.tokenUrl, location),
+  refresh: { timer: 0, sent: null, failures: 0 }, // sent: the token of the `refresh` awaiting its answer
+  fetchingToken: false,
+  refused: false, // the last socket closed before its session was up (a refused handshake?)
   ws: null,
   established: false, // this socket's session is up: the server acknowledged the lobby
   wasConnected: false, // some earlier socket's session was up
@@ -23,7 +39,7 @@ const app = {
   retryTimer: 0,
   tickTimer: 0,
   retryAt: 0,
-  rooms: new Map(), // name -> { name, log, tab, item, history, online, unread }
+  rooms: new Map(), // name -> { name, log, tab, item, history, presence, unread }
   active: LOBBY, // a room name, or null for the direct-messages view
   direct: { log: null, unread: 0 },
 };
@@ -55,12 +71,31 @@ function send(message) {
 
 function connect() {
   clearRetry();
-  if (app.ws) return;
+  if (app.ws || app.fetchingToken) return;
   app.byUser = false;
   app.established = false;
   app.idle = false;
   app.hintMs = null;
   setStatus("connecting");
+  if (app.tokenUrl && (app.refused || tokenExpired(app.token))) {
+    // No token, one that ran out while away, or one the last handshake may have been refused
+    // for: get a fresh one first (a failure still tries the old one; the next attempt asks again).
+    app.fetchingToken = true;
+    fetchToken()
+      .then((token) => {
+        app.token = token;
+      })
+      .catch((error) => notice(app.active, `could not get a sign-in token: ${error.message}`, "error"))
+      .finally(() => {
+        app.fetchingToken = false;
+        if (!app.byUser && !app.ws) openSocket();
+      });
+    return;
+  }
+  openSocket();
+}
+
+function openSocket() {
   let ws;
   try {
     ws = new WebSocket(chatUrl(location, app.me, app.token));
@@ -85,6 +120,8 @@ function connect() {
  */
 function onEstablished() {
   app.established = true;
+  app.refresh.failures = 0;
+  scheduleRefresh(tokenExp(app.token));
   setStatus("connected");
   if (app.wasConnected) notice(app.active, "reconnected");
   app.wasConnected = true;
@@ -96,6 +133,8 @@ function onEstablished() {
 }
 
 function onClose(event) {
+  stopRefresh();
+  app.refused = !app.established;
   const plan = planReconnect({
     code: event.code,
     reason: event.reason,
@@ -132,6 +171,69 @@ function wake() {
   if (app.idle && document.visibilityState === "visible") reconnectNow();
 }
 
+// ---- token refresh ----------------------------------------------------------------------------
+
+function tokenExpired(token) {
+  if (!token) return true;
+  const exp = tokenExp(token);
+  return exp !== null && exp * 1000 <= Date.now();
+}
+
+/** GETs a fresh token from the page's token URL (same origin, no redirects, never cached). */
+async function fetchToken() {
+  const response = await fetch(app.tokenUrl, {
+    credentials: "same-origin",
+    cache: "no-store",
+    redirect: "error",
+    headers: { Accept: "application/json" },
+  });
+  if (!response.ok) throw new Error(`the token URL answered HTTP ${response.status}`);
+  const token = tokenFromAnswer(await response.json().catch(() => null));
+  if (token === null) throw new Error('the token URL did not answer {"token": "..."}');
+  return token;
+}
+
+function stopRefresh() {
+  clearTimeout(app.refresh.timer);
+  app.refresh.timer = 0;
+  app.refresh.sent = null;
+}
+
+/** Renews the connection's token some time before `exp` (unix seconds), when the page can. */
+function scheduleRefresh(exp) {
+  clearTimeout(app.refresh.timer);
+  app.refresh.timer = 0;
+  if (!app.tokenUrl || !app.established) return;
+  const delay = refreshDelayMs(exp, Date.now());
+  if (delay !== null) app.refresh.timer = setTimeout(refreshToken, delay);
+}
+
+async function refreshToken() {
+  app.refresh.timer = 0;
+  const ws = app.ws;
+  let token;
+  try {
+    token = await fetchToken();
+  } catch (error) {
+    if (ws === app.ws) refreshFailed(error.message);
+    return;
+  }
+  // The connection went meanwhile: drop the token unverified (the next connection gets its own).
+  if (ws !== app.ws || !app.established) return;
+  app.refresh.sent = token;
+  if (!send({ type: "refresh", token })) app.refresh.sent = null;
+}
+
+/** The renewal failed: say so, and try again (a few times) while the current token is valid. */
+function refreshFailed(why) {
+  app.refresh.sent = null;
+  app.refresh.failures += 1;
+  const exp = tokenExp(app.token);
+  const ends = exp === null ? "" : ` at ${new Date(exp * 1000).toLocaleTimeString()}`;
+  notice(app.active, `the sign-in token was not renewed (${why}): the connection ends${ends} unless a renewal succeeds`, "error");
+  if (app.refresh.failures < REFRESH_TRIES) scheduleRefresh(exp);
+}
+
 // ---- server events ----------------------------------------------------------------------------
 
 function onFrame(data) {
@@ -146,7 +248,7 @@ function onFrame(data) {
 const handlers = {
   joined(event) {
     const room = app.rooms.get(event.room) ?? addRoom(String(event.room));
-    room.online = Array.isArray(event.online) ? event.online : room.online;
+    room.presence = presenceFromAck(event, app.me);
     // The ack comes before any message of the room; newer ones than its last_id follow live. Ask
     // for what this page has not shown up to it: the room's kept history on the first join, what
     // was missed while away on a rejoin (nothing when the page already holds last_id).
@@ -171,19 +273,23 @@ const handlers = {
   presence(event) {
     const room = app.rooms.get(event.room);
     if (!room) return;
-    if (Array.isArray(event.online)) {
-      room.online = event.online;
-    } else if (event.event === "left") {
-      room.online = room.online.filter((user) => user !== event.user);
-    } else {
-      room.online = [...room.online, event.user];
-    }
+    room.presence = applyPresence(room.presence, event, app.me);
     const text = presenceText(event, app.me);
     if (text) append(room.log, renderNotice(document, text, "presence"));
     refreshOnline();
   },
   error(event) {
     notice(app.active, errorText(event), "error");
+    // Errors carry no reference to their command: one of the kinds a `refresh` is answered with,
+    // while one awaits its answer, is taken as its answer (a `refreshed` after it still counts).
+    if (app.refresh.sent !== null && REFRESH_ERRORS.has(event.code)) refreshFailed(errorText(event));
+  },
+  refreshed(event) {
+    if (app.refresh.sent !== null) app.token = app.refresh.sent; // reconnects use the new token
+    app.refresh.sent = null;
+    app.refresh.failures = 0;
+    const exp = Number(event.exp);
+    scheduleRefresh(Number.isFinite(exp) ? exp : tokenExp(app.token));
   },
   resumed(event) {
     app.rooms.get(event.room)?.history.resumed();
@@ -213,7 +319,7 @@ function addRoom(name) {
   const item = el(document, "li");
   item.append(tab);
   $("rooms").append(item);
-  const room = { name, log, tab, item, history: new RoomHistory(), online: [], unread: 0 };
+  const room = { name, log, tab, item, history: new RoomHistory(), presence: NOBODY, unread: 0 };
   app.rooms.set(name, room);
   return room;
 }
@@ -242,13 +348,23 @@ function show(name) {
 
 function refreshOnline() {
   let users;
+  let count = null;
+  let partial;
   if (app.active === null) {
-    users = [...app.rooms.values()].flatMap((room) => room.online);
+    const rooms = [...app.rooms.values()];
+    users = rooms.flatMap((room) => room.presence.names);
+    partial = rooms.some((room) => room.presence.partial);
   } else {
-    users = app.rooms.get(app.active)?.online ?? [];
+    const presence = app.rooms.get(app.active)?.presence ?? NOBODY;
+    users = presence.names;
+    count = presence.count;
+    partial = presence.partial;
   }
-  const count = renderOnline(document, $("online"), users, app.me);
-  $("online-count").textContent = `(${count})`;
+  const shown = renderOnline(document, $("online"), users, app.me);
+  const summary = onlineSummary({ count, shown, partial });
+  $("online-count").textContent = summary.count;
+  $("online-partial").textContent = summary.note;
+  $("online-partial").hidden = summary.note === "";
 }
 
 function setUnread(name, count) {

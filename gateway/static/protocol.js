@@ -164,3 +164,138 @@ export class RoomHistory {
 export function resumedNotice(event) {
   return event.recovered === false ? "some earlier messages are no longer kept by the server" : null;
 }
+
+// ---- who is online ----------------------------------------------------------------------------
+
+function distinct(values) {
+  return [...new Set(values.map(String))];
+}
+
+function countOf(value, fallback) {
+  const n = Number(value);
+  return value !== null && value !== undefined && Number.isInteger(n) && n >= 0 ? n : fallback;
+}
+
+function withMe(names, me) {
+  return me && !names.includes(me) ? [...names, me] : names;
+}
+
+function settle(names, count) {
+  return { names, count: Math.max(count, names.length), partial: count > names.length };
+}
+
+/**
+ * Who is online in one room, as far as the page can know: `names` (only people known to be in
+ * the room: a subset, never a stale name), the room's `count`, and `partial` when the count is
+ * larger than the names (a room over the server's names limit). The viewer is a member of every
+ * room it shows, so `me` is always among the names.
+ *
+ * From a `joined` ack: its `online` list names at most GATEWAY_PRESENCE_NAMES_MAX users; its
+ * `count` is the room's size (older servers send no count: the list is the room).
+ */
+export function presenceFromAck(event, me = "") {
+  const names = withMe(Array.isArray(event.online) ? distinct(event.online) : [], me);
+  return settle(names, countOf(event.count, names.length));
+}
+
+/**
+ * The room's presence after a `presence` event:
+ * - `joined` / `left` (one change): that user in or out; `online` is the room's count;
+ * - `diff` (several changes in one window): `joined` names in, `left` names out;
+ * - `count` (a room over the names limit, no names): only the count. Whoever was listed may
+ *   have left unseen, so the list keeps only the viewer, and stays partial until named events
+ *   (the room is small again) or a new `joined` ack fill it;
+ * - anything else: unchanged.
+ * Servers that send the whole `online` list in the event (an array) are taken at their word.
+ */
+export function applyPresence(state, event, me = "") {
+  if (Array.isArray(event.online)) {
+    const names = withMe(distinct(event.online), me);
+    return settle(names, names.length);
+  }
+  let names = state.names;
+  switch (event.event) {
+    case "joined":
+      if (event.user !== undefined && event.user !== null) names = distinct([...names, event.user]);
+      break;
+    case "left":
+      names = names.filter((name) => name !== String(event.user) || name === me);
+      break;
+    case "diff": {
+      const gone = new Set(Array.isArray(event.left) ? event.left.map(String) : []);
+      gone.delete(me);
+      const came = Array.isArray(event.joined) ? event.joined : [];
+      names = distinct([...names.filter((name) => !gone.has(name)), ...came]);
+      break;
+    }
+    case "count":
+      names = names.filter((name) => name === me);
+      break;
+    default:
+      return state;
+  }
+  names = withMe(names, me);
+  return settle(names, countOf(event.online, names.length));
+}
+
+// ---- token refresh ----------------------------------------------------------------------------
+
+/** setTimeout's largest delay (about 24.8 days); longer ones would fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * The `exp` claim (unix seconds) of a JWT, read from its payload without verifying anything (the
+ * server verifies; the page only needs to know when to renew). null when there is none.
+ */
+export function tokenExp(token) {
+  if (typeof token !== "string") return null;
+  const parts = token.split(".");
+  if (parts.length !== 3) return null;
+  try {
+    const base64 = parts[1].replace(/-/g, "+").replace(/_/g, "/");
+    const padded = base64 + "=".repeat((4 - (base64.length % 4)) % 4);
+    const json = new TextDecoder().decode(Uint8Array.from(atob(padded), (c) => c.charCodeAt(0)));
+    const exp = JSON.parse(json)?.exp;
+    return typeof exp === "number" && Number.isFinite(exp) ? exp : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * How long to wait before renewing a token that expires at `exp` (unix seconds): about 80% of
+ * the remaining lifetime, minus up to 10% of it at random, so that pages opened together (a
+ * reconnect storm after a restart) do not all renew at the same moment. null when the token has
+ * already expired (or says nothing), when there is nothing left to schedule.
+ */
+export function refreshDelayMs(exp, nowMs, { fraction = 0.8, jitter = 0.1, random = Math.random } = {}) {
+  if (typeof exp !== "number" || !Number.isFinite(exp)) return null;
+  const remaining = exp * 1000 - nowMs;
+  if (remaining <= 0) return null;
+  const delay = remaining * (fraction - jitter * random());
+  return Math.min(MAX_TIMER_MS, Math.max(0, Math.floor(delay)));
+}
+
+/**
+ * The URL the page may GET a fresh token from: `raw` (from `?token_url=` or the page's
+ * `data-token-url`) resolved against the page, accepted only on the page's own origin (the
+ * page's Content-Security-Policy allows `connect-src 'self'` only, and a token must never be
+ * fetched from elsewhere). null when there is none or it is not allowed.
+ */
+export function sameOriginUrl(raw, location) {
+  if (typeof raw !== "string" || raw.trim() === "") return null;
+  let url;
+  try {
+    url = new URL(raw, location.href);
+  } catch {
+    return null;
+  }
+  if (url.origin !== location.origin || !/^https?:$/.test(url.protocol)) return null;
+  return url.href;
+}
+
+/** The token in a token endpoint's answer (`{"token": "..."}`), or null. */
+export function tokenFromAnswer(body) {
+  const token = body !== null && typeof body === "object" ? body.token : null;
+  return typeof token === "string" && token !== "" && token.length <= 8192 ? token : null;
+}

@@ -64,11 +64,51 @@ export function renderNotice(doc, text, kind = "info") {
   return el(doc, "li", `notice ${kind}`, text);
 }
 
-/** The text of a presence event, or null for one about the viewer. */
+/** "a", "a and b", "a, b and c", "a, b, c and 4 others": at most `max` names spelled out. */
+export function nameList(names, max = 3) {
+  if (names.length <= max) {
+    return names.length <= 1 ? names.join("") : `${names.slice(0, -1).join(", ")} and ${names.at(-1)}`;
+  }
+  const rest = names.length - max;
+  return `${names.slice(0, max).join(", ")} and ${rest} ${rest === 1 ? "other" : "others"}`;
+}
+
+/**
+ * The log line of a presence event, or null when there is nothing to say: a change about the
+ * viewer, a `diff` that only names the viewer, and `count` events (a room too large to name who
+ * comes and goes: the count beside "Online" shows them).
+ */
 export function presenceText(event, me) {
+  if (event.event === "diff") {
+    const names = (list) => (Array.isArray(list) ? list.map(String).filter((name) => name !== me) : []);
+    const joined = names(event.joined);
+    const left = names(event.left);
+    const parts = [];
+    if (joined.length) parts.push(`${nameList(joined)} joined ${event.room}`);
+    if (left.length) parts.push(`${nameList(left)} left ${event.room}`);
+    return parts.length ? parts.join("; ") : null;
+  }
+  if (event.event === "count") return null;
   if (event.user === me) return null;
   const verb = event.event === "left" ? "left" : "joined";
   return `${event.user} ${verb} ${event.room}`;
+}
+
+/**
+ * The count beside "Online" and the note under the list: `(7)`, and when the list is partial
+ * (a room over the server's names limit) "showing 2 of 7: too many to list everyone". A null
+ * `count` means the list spans several rooms (the direct-messages view).
+ */
+export function onlineSummary({ count = null, shown, partial }) {
+  if (count === null) {
+    // Several rooms at once (the direct-messages view): the distinct people listed.
+    return { count: `(${shown})`, note: partial ? "large rooms are not listed in full" : "" };
+  }
+  const total = Math.max(count, shown);
+  return {
+    count: `(${total})`,
+    note: partial ? `showing ${shown} of ${total}: too many to list everyone` : "",
+  };
 }
 
 /** The text of an `error` event. */

@@ -81,7 +81,8 @@ def browser(chromium_path: str) -> Iterator[Browser]:
 
 @pytest.fixture
 def open_chat(browser: Browser) -> Iterator[OpenChat]:
-    """Opens the page at base_url (after `setup(page)`), enters as `name`, waits for `status`."""
+    """Opens the page at base_url + path (after `setup(page)`), enters as `name`, waits for
+    `status`."""
     from playwright.sync_api import expect
 
     opened: list[ChatPage] = []
@@ -91,6 +92,7 @@ def open_chat(browser: Browser) -> Iterator[OpenChat]:
         name: str,
         setup: Callable[[Page], None] | None = None,
         status: str = "connected",
+        path: str = "/",
     ) -> ChatPage:
         context = browser.new_context(viewport={"width": 1100, "height": 680})
         context.set_default_timeout(TIMEOUT_MS)
@@ -111,7 +113,7 @@ def open_chat(browser: Browser) -> Iterator[OpenChat]:
         page.on("dialog", on_dialog)
         if setup is not None:
             setup(page)
-        page.goto(base_url + "/")
+        page.goto(base_url + path)
         page.locator("#name").fill(name)
         page.locator("#enter").click()
         expect(page.locator("#status")).to_have_text(status, timeout=TIMEOUT_MS)

@@ -32,7 +32,8 @@ class ChatPage:
 
 
 class OpenChat(Protocol):
-    """`open_chat`: the page at base_url, entered as `name` (after `setup(page)`), at `status`."""
+    """`open_chat`: the page at base_url + path (`/?token=…` for one), entered as `name` (after
+    `setup(page)`), at `status`."""
 
     def __call__(
         self,
@@ -40,4 +41,5 @@ class OpenChat(Protocol):
         name: str,
         setup: Callable[[Page], None] | None = None,
         status: str = "connected",
+        path: str = "/",
     ) -> ChatPage: ...

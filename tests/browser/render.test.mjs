@@ -9,11 +9,12 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
 import {
-  backoffDelay, chatUrl, compareIds, parseFrame, planReconnect, resumedNotice, RoomHistory,
+  applyPresence, backoffDelay, chatUrl, compareIds, parseFrame, planReconnect, presenceFromAck,
+  refreshDelayMs, resumedNotice, RoomHistory, sameOriginUrl, tokenExp, tokenFromAnswer,
 } from "../../gateway/static/protocol.js";
 import {
-  el, errorText, formatTime, insertInOrder, presenceText, renderDirect, renderMessage,
-  renderNotice, renderOnline, statusText,
+  el, errorText, formatTime, insertInOrder, nameList, onlineSummary, presenceText, renderDirect,
+  renderMessage, renderNotice, renderOnline, statusText,
 } from "../../gateway/static/render.js";
 
 const HTML_SINKS = ["innerHTML", "outerHTML"];
@@ -354,5 +355,156 @@ describe("protocol", () => {
     assert.equal(room.resumeAfter(null), null); // restarted and empty
     assert.equal(room.epoch, 2);
     assert.equal(room.lastId, null);
+  });
+});
+
+describe("presence: diffs, counts and rooms too large to list", () => {
+  const ack = (online, count) => ({ type: "joined", room: "lobby", online, count, last_id: "0" });
+
+  it("takes a joined ack's list as the room when its count says it is whole", () => {
+    const state = presenceFromAck(ack(["alice", "bob"], 2), "alice");
+    assert.deepEqual(state, { names: ["alice", "bob"], count: 2, partial: false });
+    // An older server without `count`: the list is the room.
+    assert.deepEqual(presenceFromAck(ack(["bob", "alice"]), "alice").partial, false);
+  });
+
+  it("marks the list partial when the ack's count exceeds its names", () => {
+    const state = presenceFromAck(ack(["bob", "carol"], 1500), "alice");
+    assert.deepEqual(state, { names: ["bob", "carol", "alice"], count: 1500, partial: true });
+    assert.deepEqual(onlineSummary({ count: state.count, shown: 3, partial: true }), {
+      count: "(1500)",
+      note: "showing 3 of 1500: too many to list everyone",
+    });
+  });
+
+  it("applies a diff: who joined and who left, and the count", () => {
+    let state = presenceFromAck(ack(["alice", "bob", "carol"], 3), "alice");
+    const diff = { type: "presence", room: "lobby", event: "diff", joined: ["dave", "erin"], left: ["bob"], online: 4 };
+    state = applyPresence(state, diff, "alice");
+    assert.deepEqual(state, { names: ["alice", "carol", "dave", "erin"], count: 4, partial: false });
+    assert.equal(presenceText(diff, "alice"), "dave and erin joined lobby; bob left lobby");
+    assert.deepEqual(onlineSummary({ count: state.count, shown: state.names.length, partial: state.partial }), {
+      count: "(4)",
+      note: "",
+    });
+  });
+
+  it("names at most three in a diff's line, never the viewer, and says nothing of a diff about the viewer", () => {
+    const many = { room: "r", event: "diff", joined: ["a", "b", "c", "d", "e"], left: [], online: 9 };
+    assert.equal(presenceText(many, "me"), "a, b, c and 2 others joined r");
+    assert.equal(presenceText({ room: "r", event: "diff", joined: ["me"], left: [], online: 2 }, "me"), null);
+    assert.equal(presenceText({ room: "r", event: "diff", joined: [], left: ["x", "me"], online: 2 }, "me"), "x left r");
+    assert.equal(nameList(["a"]), "a");
+    assert.equal(nameList(["a", "b", "c", "d"]), "a, b, c and 1 other");
+    const line = renderNotice(fakeDocument, presenceText({ room: "r", event: "diff", joined: [HOSTILE_NAME, "b"], left: [] }, "me"));
+    assertOnlyText(line, `${HOSTILE_NAME} and b joined r`);
+  });
+
+  it("keeps the viewer when a diff or a left names another of its own connections", () => {
+    let state = presenceFromAck(ack(["alice", "bob"], 2), "alice");
+    state = applyPresence(state, { event: "diff", joined: [], left: ["alice", "bob"], online: 1 }, "alice");
+    assert.deepEqual(state, { names: ["alice"], count: 1, partial: false });
+    state = applyPresence(state, { event: "left", user: "alice", online: 1 }, "alice");
+    assert.deepEqual(state.names, ["alice"]);
+  });
+
+  it("applies a count event: the count, no names, and a partial list", () => {
+    let state = presenceFromAck(ack(["alice", "bob", "carol"], 3), "alice");
+    const count = { type: "presence", room: "lobby", event: "count", online: 1200 };
+    state = applyPresence(state, count, "alice");
+    // bob and carol may have left unseen: only the viewer is still known to be there.
+    assert.deepEqual(state, { names: ["alice"], count: 1200, partial: true });
+    assert.equal(presenceText(count, "alice"), null); // no log line per window in a large room
+    assert.deepEqual(onlineSummary({ count: state.count, shown: 1, partial: true }), {
+      count: "(1200)",
+      note: "showing 1 of 1200: too many to list everyone",
+    });
+  });
+
+  it("fills the list again with named events once the room is small, whole when the count matches", () => {
+    let state = applyPresence(presenceFromAck(ack(["alice"], 5), "alice"), { event: "count", online: 3 }, "alice");
+    assert.equal(state.partial, true);
+    state = applyPresence(state, { event: "joined", user: "dave", online: 3 }, "alice");
+    assert.deepEqual(state, { names: ["alice", "dave"], count: 3, partial: true });
+    state = applyPresence(state, { event: "left", user: "zed", online: 2 }, "alice");
+    assert.deepEqual(state, { names: ["alice", "dave"], count: 2, partial: false });
+  });
+
+  it("takes single joined/left events and whole lists as before, ignores unknown kinds", () => {
+    let state = presenceFromAck(ack(["alice"], 1), "alice");
+    state = applyPresence(state, { event: "joined", user: "bob", online: 2 }, "alice");
+    assert.deepEqual(state, { names: ["alice", "bob"], count: 2, partial: false });
+    state = applyPresence(state, { event: "left", user: "bob", online: 1 }, "alice");
+    assert.deepEqual(state, { names: ["alice"], count: 1, partial: false });
+    const same = applyPresence(state, { event: "something-new", online: 99 }, "alice");
+    assert.equal(same, state);
+    state = applyPresence(state, { event: "joined", user: "x", online: ["x", "y"] }, "alice");
+    assert.deepEqual(state, { names: ["x", "y", "alice"], count: 3, partial: false });
+  });
+
+  it("sums up several rooms in the direct-messages view", () => {
+    assert.deepEqual(onlineSummary({ shown: 4, partial: false }), { count: "(4)", note: "" });
+    assert.equal(onlineSummary({ shown: 4, partial: true }).note, "large rooms are not listed in full");
+  });
+});
+
+describe("token refresh", () => {
+  const b64url = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const jwt = (claims) => `${b64url({ alg: "HS256", typ: "JWT" })}.${b64url(claims)}.signature`;
+
+  it("reads exp from a JWT's payload", () => {
+    assert.equal(tokenExp(jwt({ sub: "alice", exp: 1900000000 })), 1900000000);
+    assert.equal(tokenExp(jwt({ sub: "ünïcödé ✓", exp: 1900000001 })), 1900000001); // UTF-8 payload
+    assert.equal(tokenExp(jwt({ sub: "alice" })), null);
+    assert.equal(tokenExp(jwt({ sub: "alice", exp: "soon" })), null);
+    assert.equal(tokenExp("not.a.jwt"), null);
+    assert.equal(tokenExp("two.parts"), null);
+    assert.equal(tokenExp(null), null);
+  });
+
+  it("schedules the refresh at about 80% of the remaining lifetime, jittered earlier", () => {
+    const now = 1_000_000_000_000;
+    const exp = now / 1000 + 100; // 100 s left
+    assert.equal(refreshDelayMs(exp, now, { random: () => 0 }), 80_000);
+    assert.equal(refreshDelayMs(exp, now, { random: () => 0.5 }), 75_000);
+    assert.equal(refreshDelayMs(exp, now, { random: () => 0.999999 }), 70_000);
+    for (let i = 0; i < 200; i += 1) {
+      const delay = refreshDelayMs(exp, now);
+      assert.ok(delay > 70_000 - 1 && delay <= 80_000, `delay ${delay} within 70–80% of the lifetime`);
+    }
+    // A short-lived token: still before expiry; the next one is scheduled from the new exp.
+    assert.equal(refreshDelayMs(now / 1000 + 4, now, { random: () => 0 }), 3200);
+    assert.equal(refreshDelayMs(now / 1000 + 4, now + 3200, { random: () => 0 }), 640);
+  });
+
+  it("schedules nothing for an expired token or one without exp, and never overflows the timer", () => {
+    const now = 1_000_000_000_000;
+    assert.equal(refreshDelayMs(now / 1000, now), null);
+    assert.equal(refreshDelayMs(now / 1000 - 5, now), null);
+    assert.equal(refreshDelayMs(null, now), null);
+    assert.equal(refreshDelayMs(Number.NaN, now), null);
+    assert.equal(refreshDelayMs(now / 1000 + 10 * 365 * 86400, now), 2 ** 31 - 1);
+  });
+
+  it("takes a token URL only on the page's own origin", () => {
+    const loc = { href: "https://chat.example/?token=x", origin: "https://chat.example" };
+    assert.equal(sameOriginUrl("/auth/token", loc), "https://chat.example/auth/token");
+    assert.equal(sameOriginUrl("https://chat.example/t?x=1", loc), "https://chat.example/t?x=1");
+    assert.equal(sameOriginUrl("https://evil.example/token", loc), null);
+    assert.equal(sameOriginUrl("//evil.example/token", loc), null);
+    assert.equal(sameOriginUrl("http://chat.example/token", loc), null); // another scheme, another origin
+    assert.equal(sameOriginUrl("javascript:alert(1)", loc), null);
+    assert.equal(sameOriginUrl("data:application/json,{}", loc), null);
+    assert.equal(sameOriginUrl("", loc), null);
+    assert.equal(sameOriginUrl(undefined, loc), null);
+  });
+
+  it("reads the token from the endpoint's answer", () => {
+    assert.equal(tokenFromAnswer({ token: "a.b.c" }), "a.b.c");
+    assert.equal(tokenFromAnswer({ token: "" }), null);
+    assert.equal(tokenFromAnswer({ token: 5 }), null);
+    assert.equal(tokenFromAnswer({ token: "x".repeat(9000) }), null);
+    assert.equal(tokenFromAnswer(null), null);
+    assert.equal(tokenFromAnswer(["a.b.c"]), null);
   });
 });

@@ -27,7 +27,13 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def run_locust(base_url: str, csv_prefix: Path, seconds: int, *extra: str) -> tuple[int, str]:
+def run_locust(
+    base_url: str,
+    csv_prefix: Path,
+    seconds: int,
+    *extra: str,
+    env: dict[str, str] | None = None,
+) -> tuple[int, str]:
     cmd = [
         str(LOCUST),
         "-f",
@@ -48,9 +54,14 @@ def run_locust(base_url: str, csv_prefix: Path, seconds: int, *extra: str) -> tu
         "2",
         *extra,
     ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
     done = subprocess.run(
-        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=seconds + 20
+        cmd,
+        cwd=REPO,
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=seconds + 20,
     )
     return done.returncode, done.stdout + done.stderr
 
@@ -100,3 +111,39 @@ def test_exit_code_follows_thresholds(tmp_path: Path) -> None:
     assert "threshold broken: error ratio" in output, output
     rows = stats_rows(tmp_path / "bad")
     assert int(rows["error frame"]["Failure Count"]) > 0, rows
+
+
+def test_users_renew_short_tokens_and_count_presence_events(tmp_path: Path) -> None:
+    """Auth on with no leeway: a user whose token ran out would be closed (1008, a failure).
+    Tokens live 2 to 3 s and the run 8 s, so every user renews several times on one connection.
+    Four users in a room whose names limit is 2 get `count` presence events: counted as presence,
+    left out of the error ratio, and nothing fails."""
+    secret = "locust-smoke-secret-of-at-least-32-bytes"
+    server_env = {
+        "GATEWAY_RATE_LIMIT": "0",
+        "GATEWAY_AUTH_SECRET": secret,
+        "GATEWAY_AUTH_LEEWAY": "0",
+        "GATEWAY_PRESENCE_NAMES_MAX": "2",
+        "GATEWAY_PRESENCE_BATCH_MS": "100",
+    }
+    with start_gateway(env=server_env) as gw:
+        code, output = run_locust(
+            gw.base_url,
+            tmp_path / "auth",
+            8,
+            "--msg-rate",
+            "1",
+            "--token-ttl",
+            "3",
+            "--max-error-ratio",
+            "0",
+            env={"LOCUST_TOKEN_SECRET": secret},
+        )
+    assert code == 0, output
+    rows = stats_rows(tmp_path / "auth")
+    assert int(rows["Aggregated"]["Failure Count"]) == 0, rows
+    assert int(rows["connect"]["Request Count"]) == 4, rows  # nobody had to reconnect
+    assert int(rows["token refresh"]["Request Count"]) >= 8, rows
+    assert int(rows["message rtt"]["Request Count"]) > 0, rows
+    assert int(rows["presence count"]["Request Count"]) > 0, rows
+    assert int(rows["presence joined"]["Request Count"]) > 0, rows
