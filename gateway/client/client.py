@@ -124,6 +124,12 @@ class Client:
         return self._state.established and not self._finished.is_set()
 
     @property
+    def connection(self) -> ClientConnection | None:
+        """The current socket, None while offline: for its addresses (which server holds it),
+        not for sending, which would bypass the client's bookkeeping."""
+        return self._ws
+
+    @property
     def rooms(self) -> tuple[str, ...]:
         """The rooms the client is in, or rejoins on its next connection."""
         return tuple(self._state.rooms)
