@@ -94,7 +94,9 @@ class Client:
             raise ValueError(f"url must be ws://, wss://, http:// or https://, not {url!r}")
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
-        self.url = url.rstrip("/").replace("http", "ws", 1) if scheme.startswith("http") else url
+        self.url = url.rstrip("/")
+        if scheme.startswith("http"):
+            self.url = "ws" + self.url[len("http") :]
         self.user = user
         self.token = token
         self.token_in = token_in
@@ -225,6 +227,8 @@ class Client:
                 code, reason, established = await self._connection()
                 if established:
                     attempt = 0
+                if self._closing:
+                    return
                 plan = self._plan(code, reason, attempt)
                 self._state.hint_ms = None
                 if not plan.retry:
@@ -325,20 +329,28 @@ class Client:
         self._ready.set()  # wakes every waiter; each checks _finished
 
     async def _command(self, command: Command) -> None:
-        if self._finished.is_set() or self._closing:
-            raise ClientClosed(self.offline.reason if self.offline else "closed")
+        """Send on the current session, waiting (up to ``send_timeout``) for one to come up."""
         try:
             async with asyncio.timeout(self._send_timeout):
-                await self._ready.wait()
+                ws = await self._session()
         except TimeoutError:
             raise NotConnected(f"no session within {self._send_timeout} s") from None
-        ws = self._ws
-        if self._finished.is_set() or ws is None:
-            raise ClientClosed(self.offline.reason if self.offline else "closed")
         try:
             await ws.send(json.dumps(command))
         except ConnectionClosed as error:
             raise NotConnected("the connection closed during the send") from error
+
+    async def _session(self) -> ClientConnection:
+        """The socket of an established session; the caller bounds the wait in time."""
+        for _ in range(1000):  # each turn waits for a session to come up: bounded by the caller
+            if self._finished.is_set() or self._closing:
+                raise ClientClosed(self.offline.reason if self.offline else "closed")
+            await self._ready.wait()
+            ws = self._ws
+            if ws is not None and self._state.established:
+                return ws
+            self._ready.clear()  # a session that just went away: wait for the next one
+        raise NotConnected("the connection kept dropping")
 
     async def _send_now(self, commands: list[Command]) -> None:
         ws = self._ws

@@ -76,9 +76,6 @@ class Recorder:
     def ids(self, room: str) -> list[int]:
         return [int(e.id) for e in self.events if isinstance(e, Message) and e.room == room]
 
-    def of(self, kind: type[Event]) -> list[Event]:  # type: ignore[valid-type]
-        return [e for e in self.events if isinstance(e, kind)]
-
     def disconnects(self) -> list[Disconnected]:
         return [e for e in self.events if isinstance(e, Disconnected)]
 
