@@ -36,7 +36,12 @@ class Hub:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.codec = Codec(settings.max_message_bytes)
-        self.broker = create_broker(settings.broker_url, self.deliver, settings.history_size)
+        self.broker = create_broker(
+            settings.broker_url,
+            self.deliver,
+            settings.history_size,
+            min_replicas=settings.broker_min_replicas,
+        )
         self.presence = create_presence(
             settings.broker_url, settings.presence_ttl, settings.heartbeat_timeout
         )

@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from gateway.broker import BrokerUnavailable
-from gateway.broker.redis import COMMAND_TIMEOUT, UNAVAILABLE, connect, split_url
+from gateway.broker.connect import COMMAND_TIMEOUT, UNAVAILABLE, connect, split_url
 from gateway.presence.base import Presence
 from gateway.presence.memory import USER_ROOM
 
