@@ -226,11 +226,9 @@ class SentinelTopology(Topology):
                         return False
                     if state["num-other-sentinels"] < len(self.sentinels) - 1:
                         return False
-                    up = [
-                        replica
-                        for replica in conn.sentinel_slaves(SERVICE)
-                        if not replica["is_sdown"] and replica["master-link-status"] == "ok"
-                    ]
+                    # A replica's link status here comes from INFO every 10 s: its own INFO
+                    # (below) is the fresh word on the link.
+                    up = [r for r in conn.sentinel_slaves(SERVICE) if not r["is_sdown"]]
                     if len(up) < len(live_replicas):
                         return False
             for node in live_replicas:
@@ -241,6 +239,19 @@ class SentinelTopology(Topology):
             return True
 
         wait_for(healthy, seconds, "the sentinel topology to be healthy")
+
+    def revive(self, node: Node) -> None:
+        """Start a killed data node again (empty: no persistence) as a replica of the current
+        primary, so the next test finds 2 replicas. Told so on its command line: the sentinels
+        would make it one too, but only after their next 10-second INFO round."""
+        primary = self.primary_port()
+        args = [arg for arg in node.args]
+        if "--replicaof" in args:
+            at = args.index("--replicaof")
+            del args[at : at + 3]
+        node.args = [*args, "--replicaof", HOST, str(primary)]
+        node.start()
+        self.wait_healthy(primary)
 
     def wait_failover(self, old_port: int, seconds: float = 30) -> int:
         """The new primary's port, once every sentinel names one other than ``old_port``
