@@ -146,8 +146,11 @@ class Settings(BaseSettings):
     @field_validator("broker_min_replicas")
     @classmethod
     def _check_min_replicas(cls, value: int, info: ValidationInfo) -> int:
-        if value and str(info.data.get("broker_url", "memory://")).startswith("memory:"):
+        url = str(info.data.get("broker_url", "memory://"))
+        if value and url.startswith("memory:"):
             raise ValueError("needs a Redis GATEWAY_BROKER_URL (replicas are Redis replicas)")
+        if value and url.startswith("redis+cluster:"):
+            raise ValueError("not supported with redis+cluster:// (WAIT covers one shard)")
         return value
 
     @field_validator("log_level")

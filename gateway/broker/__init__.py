@@ -13,7 +13,7 @@ from gateway.broker.base import (
     room_channel,
     user_channel,
 )
-from gateway.broker.urls import SCHEMES
+from gateway.broker.urls import CLUSTER_SCHEMES, SCHEMES
 
 __all__ = [
     "Broker",
@@ -37,6 +37,10 @@ def create_broker(
         from gateway.broker.memory import MemoryBroker
 
         return MemoryBroker(deliver, history_size)
+    if scheme in CLUSTER_SCHEMES:
+        from gateway.broker.cluster import ClusterBroker
+
+        return ClusterBroker(url, deliver, history_size, min_replicas=min_replicas)
     if scheme in SCHEMES - {"memory"}:
         try:
             from gateway.broker.redis import RedisBroker

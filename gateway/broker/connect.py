@@ -12,9 +12,10 @@ blocking pool, short timeouts, fail fast while Redis is known to hang (:mod:`.li
 from __future__ import annotations
 
 import importlib.util
-from typing import Any
+from typing import Any, cast
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
@@ -121,6 +122,8 @@ def connection_pool(url: str, *, retries: int, hang_aware: bool = True) -> Block
     (``hang_aware``). ``url`` carries no ``prefix`` (see :func:`split_url`).
     """
     target = parse(url)
+    if target.cluster:
+        raise ValueError("a cluster has a pool per node: use connect()")
     options = _pool_options(retries)
     if target.sentinel:
         return _sentinel_pool(target, options, hang_aware)
@@ -130,8 +133,33 @@ def connection_pool(url: str, *, retries: int, hang_aware: bool = True) -> Block
 
 
 def connect(url: str, *, retries: int, hang_aware: bool = True) -> Redis:
-    """A client on its own :func:`connection_pool`, closed with the client."""
+    """A client on its own :func:`connection_pool`, closed with the client.
+
+    For ``redis+cluster://`` it is a :class:`~redis.asyncio.cluster.RedisCluster` (typed as
+    ``Redis`` for the commands both share): it routes each command to the shard owning its
+    key's slot, follows ``MOVED``/``ASK``, and keeps a pool per node. It is not hang-aware."""
+    target = parse(url)
+    if target.cluster:
+        return cast(Redis, cluster_client(target, retries))
     return Redis.from_pool(connection_pool(url, retries=retries, hang_aware=hang_aware))
+
+
+def cluster_client(target: BrokerURL, retries: int) -> RedisCluster:
+    options: dict[str, Any] = {
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_timeout": COMMAND_TIMEOUT,
+        "max_connections": POOL_SIZE,
+        **_url_options(target),
+    }
+    options.pop("timeout", None)  # the cluster's node pools do not block
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in target.hosts],
+        username=target.username,
+        password=target.password,
+        retry=Retry(NoBackoff(), retries, supported_errors=(RedisConnectionError,)),
+        **NO_SETINFO,
+        **options,
+    )
 
 
 def limits_storage(url: str) -> tuple[str, dict[str, Any]]:
@@ -141,11 +169,21 @@ def limits_storage(url: str) -> tuple[str, dict[str, Any]]:
     ``redis+sentinel://`` storage, which builds its own :class:`Sentinel` and master client.
     """
     target = parse(url)
-    if not target.sentinel:
+    if not (target.sentinel or target.cluster):
         return f"async+{target.url}", {"connection_pool": connection_pool(url, retries=1)}
     hosts = ",".join(f"{host}:{port}" for host, port in target.hosts)
     auth = {"username": target.username, "password": target.password}
     auth = {key: value for key, value in auth.items() if value}
+    if target.cluster:
+        cluster_options: dict[str, Any] = {
+            "socket_timeout": COMMAND_TIMEOUT,
+            "socket_connect_timeout": CONNECT_TIMEOUT,
+            "max_connections": POOL_SIZE,
+            **auth,
+            **_url_options(target),
+        }
+        cluster_options.pop("timeout", None)
+        return f"async+redis+cluster://{hosts}", cluster_options
     options: dict[str, Any] = {
         "service_name": target.service,
         "use_replicas": False,
@@ -180,7 +218,7 @@ def _url_options(target: BrokerURL) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for key, value in target.options:
         if key not in URL_OPTIONS:
-            raise ValueError(f"unsupported option {key!r} in a sentinel URL")
+            raise ValueError(f"unsupported option {key!r} in a {target.scheme} URL")
         options[key] = URL_OPTIONS[key](value)
     return options
 

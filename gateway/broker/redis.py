@@ -190,7 +190,7 @@ class RedisBroker(Broker):
                 envelope.seq = int(raw)
                 envelope.event["id"] = str(envelope.seq)
             else:
-                await self._commands.publish(topic, "0:" + payload)
+                await self._publish_raw(topic, "0:" + payload)
         except UNAVAILABLE as error:
             raise BrokerUnavailable(f"redis: {error}") from error
         return envelope
@@ -249,7 +249,7 @@ class RedisBroker(Broker):
         waiting = self._confirmations.setdefault(topic, [])
         waiting.append(confirmed)
         try:
-            await pubsub.subscribe(topic)
+            await self._pubsub_subscribe(pubsub, topic)
             async with asyncio.timeout(COMMAND_TIMEOUT):
                 await confirmed
         except UNAVAILABLE:
@@ -265,7 +265,19 @@ class RedisBroker(Broker):
         pubsub = self._pubsub
         if pubsub is not None:
             with contextlib.suppress(*UNAVAILABLE):
-                await pubsub.unsubscribe(self.topic(channel))
+                await self._pubsub_unsubscribe(pubsub, self.topic(channel))
+
+    # What a cluster does differently (see gateway.broker.cluster)
+
+    async def _publish_raw(self, topic: str, data: str) -> None:
+        assert self._commands is not None
+        await self._commands.publish(topic, data)
+
+    async def _pubsub_subscribe(self, pubsub: PubSub, *topics: str | bytes) -> None:
+        await pubsub.subscribe(*topics)
+
+    async def _pubsub_unsubscribe(self, pubsub: PubSub, topic: str) -> None:
+        await pubsub.unsubscribe(topic)
 
     # The pub/sub connection
 
@@ -342,7 +354,9 @@ class RedisBroker(Broker):
         rooms = [channel for channel in channels if self._last_seq.get(channel)]
         if not rooms or self._commands is None:
             return
-        async with self._commands.pipeline(transaction=True) as pipe:
+        # Not a transaction (a cluster's rooms live on several shards): reading each room's top
+        # before its stream is enough, since everything up to a top read is published.
+        async with self._commands.pipeline(transaction=False) as pipe:
             for channel in rooms:
                 meta, stream = self.keys(channel)
                 pipe.hget(meta, self._top)

@@ -2,8 +2,9 @@
 
 The forms are the `limits` library's, so one ``GATEWAY_BROKER_URL`` also names the rate limit's
 storage: ``redis://host:port/db``, ``redis+sentinel://[:password@]host:port[,host:port…]/service
-[/db]``. ``?prefix=`` namespaces every key and channel (several deployments, or test runs, can
-share one Redis); the other query options are redis-py's (``max_connections``, ``timeout``).
+[/db]``, ``redis+cluster://[:password@]host:port[,host:port…]``. ``?prefix=`` namespaces every
+key and channel (several deployments, or test runs, can share one Redis); the other query
+options are redis-py's (``max_connections``, ``timeout``).
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ DEFAULT_PREFIX = "gateway"
 SENTINEL_PORT = 26379
 REDIS_SCHEMES = frozenset({"redis", "rediss"})
 SENTINEL_SCHEMES = frozenset({"redis+sentinel"})
-SCHEMES = frozenset({"memory"}) | REDIS_SCHEMES | SENTINEL_SCHEMES
-FORMS = "memory://, redis://host:port/db or redis+sentinel://host:port[,host:port…]/service[/db]"
+CLUSTER_SCHEMES = frozenset({"redis+cluster"})
+SCHEMES = frozenset({"memory"}) | REDIS_SCHEMES | SENTINEL_SCHEMES | CLUSTER_SCHEMES
+FORMS = (
+    "memory://, redis://host:port/db, redis+sentinel://host:port[,host:port…]/service[/db] "
+    "or redis+cluster://host:port[,host:port…]"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +43,13 @@ class BrokerURL:
         return self.scheme in SENTINEL_SCHEMES
 
     @property
+    def cluster(self) -> bool:
+        return self.scheme in CLUSTER_SCHEMES
+
+    @property
     def address(self) -> str:
         """Names the Redis (service and database) itself: equal for every client on it."""
-        if self.sentinel:
+        if self.sentinel or self.cluster:
             hosts = ",".join(f"{host}:{port}" for host, port in self.hosts)
             return f"{self.scheme}://{hosts}/{self.service}/{self.db}"
         parts = urlsplit(self.url)
@@ -62,15 +71,28 @@ def parse(url: str) -> BrokerURL:
     if scheme not in SCHEMES:
         raise ValueError(f"expected {FORMS}")
     stripped, prefix = split_url(url)
-    if scheme not in SENTINEL_SCHEMES:
+    if scheme not in SENTINEL_SCHEMES | CLUSTER_SCHEMES:
         return BrokerURL(scheme, stripped, prefix)
     parts = urlsplit(stripped)
     userinfo, _, hostlist = parts.netloc.rpartition("@")
     username, _, password = userinfo.partition(":")
-    hosts = tuple(_host(item) for item in hostlist.split(",") if item)
+    default_port = SENTINEL_PORT if scheme in SENTINEL_SCHEMES else 6379
+    hosts = tuple(_host(item, default_port) for item in hostlist.split(",") if item)
     if not hosts:
-        raise ValueError("a sentinel URL needs at least one sentinel host:port")
+        raise ValueError(f"a {scheme} URL needs at least one host:port")
     path = [segment for segment in parts.path.split("/") if segment]
+    if scheme in CLUSTER_SCHEMES:
+        if path:
+            raise ValueError("a cluster URL has no path: a cluster has one database")
+        return BrokerURL(
+            scheme,
+            stripped,
+            prefix,
+            hosts=hosts,
+            username=unquote(username) or None,
+            password=unquote(password) or None,
+            options=tuple(parse_qsl(parts.query)),
+        )
     if not path or len(path) > 2:
         raise ValueError("a sentinel URL's path is /<service> or /<service>/<db>")
     if len(path) == 2 and not path[1].isdigit():
@@ -88,10 +110,10 @@ def parse(url: str) -> BrokerURL:
     )
 
 
-def _host(item: str) -> tuple[str, int]:
+def _host(item: str, default_port: int) -> tuple[str, int]:
     host, colon, port = item.rpartition(":")
     if not colon:
-        host, port = item, str(SENTINEL_PORT)
+        host, port = item, str(default_port)
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{item!r} is not host:port")
     return host.strip("[]"), int(port)

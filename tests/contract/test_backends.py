@@ -1,7 +1,8 @@
 """What every broker and presence backend promises the hub: one suite, run against the embedded
 ``memory://`` backend, against Redis (a real redis-server, keys under a test prefix), against
 Redis behind Sentinel (1 primary, 2 replicas, 3 sentinels, shared by the module), and against
-Sentinel with ``min_replicas=1`` (every kept message waits for a replica's confirmation).
+Sentinel with ``min_replicas=1`` (every kept message waits for a replica's confirmation), and
+against a 3-master Redis Cluster (sharded pub/sub).
 
 Ids are compared relative to each other: the memory broker counts from 1, Redis from its
 clock (so ids keep growing across a Redis that lost its data).
@@ -70,6 +71,7 @@ class Backend:
         pytest.param("redis", marks=pytest.mark.redis),
         pytest.param("sentinel", marks=pytest.mark.redis),
         pytest.param("sentinel-wait", marks=pytest.mark.redis),
+        pytest.param("cluster", marks=pytest.mark.redis),
     ]
 )
 def backend_url(request: pytest.FixtureRequest) -> str:
@@ -78,6 +80,8 @@ def backend_url(request: pytest.FixtureRequest) -> str:
     if request.param.startswith("sentinel"):
         prefix = f"test-{uuid.uuid4().hex[:12]}"
         return str(request.getfixturevalue("sentinel").url(prefix))
+    if request.param == "cluster":
+        return str(request.getfixturevalue("cluster").url(f"test-{uuid.uuid4().hex[:12]}"))
     return str(request.getfixturevalue("redis_url"))
 
 
