@@ -77,14 +77,17 @@ class MessageRateLimiter:
     async def aclose(self) -> None:
         if self._pool is not None:
             await self._pool.disconnect()
+        # `limits` has no close: its sentinel storage holds a master client, a replica client
+        # and the Sentinel's own clients, its cluster storage a cluster client, each with
+        # connections to give back.
         bridge: Any = getattr(self._store, "bridge", None)
         sentinel = getattr(bridge, "sentinel", None)
         if sentinel is not None:
-            # `limits` has no close; its sentinel storage holds a master client, a replica
-            # client and the Sentinel's own clients, each with connections to give back.
             for redis_client in (bridge.storage, bridge.storage_replica):
                 await redis_client.aclose()
             await sentinel.aclose()
+        elif self._pool is None and getattr(bridge, "storage", None) is not None:
+            await bridge.storage.aclose()
 
     def _storage(self, broker_url: str) -> Any:
         if urlsplit(broker_url).scheme == "memory":

@@ -8,8 +8,9 @@ shard a worker needs and moves a channel to its new owner on ``MOVED`` (reshardi
 
 What it does not do is tell us when a shard's messages may have been missed, so this module
 keeps the Redis broker's rule: any shard that stops answering the health check (a ``PING`` to
-every node each second) makes the broker unready, and the reconnect refreshes the slot map,
-subscribes every channel again on its current owner and replays the rooms from their streams.
+every node each second), or drops one of our channels because its slot moved away (Redis
+sends ``sunsubscribe``), makes the broker reconnect: refresh the slot map, subscribe every
+channel again on its current owner and replay the rooms from their streams.
 
 Reading polls the shards' connections in turn (redis-py's design): a publication waits at most
 one slice of :data:`POLL` while another shard's connection is being read.
@@ -104,9 +105,15 @@ class ClusterBroker(RedisBroker):
                     self._on_message(message)
                 elif message["type"] == "ssubscribe":
                     self._confirm(message["channel"])
+                elif message["type"] == "sunsubscribe" and self._wanted(message["channel"]):
+                    # Not ours: the shard gave the slot away (resharding) and dropped us.
+                    raise RedisConnectionError(f"{message['channel']!r} moved to another shard")
             if clock() >= next_check:
                 await self._ping_all()
                 next_check = clock() + PING_INTERVAL
+
+    def _wanted(self, topic: bytes) -> bool:
+        return any(self.topic(channel).encode() == topic for channel in self._channels)
 
     async def _ping_all(self) -> None:
         cluster = self._cluster(self._commands)

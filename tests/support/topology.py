@@ -322,6 +322,36 @@ class ClusterTopology(Topology):
         wait_for(ready, 30, "the cluster to be ok on every node")
 
 
+def node_id(port: int) -> str:
+    with client(port) as conn:
+        return str(conn.execute_command("CLUSTER", "MYID"))
+
+
+def move_slot(cluster: ClusterTopology, slot: int, to: Node) -> Node:
+    """Reshard one slot, keys included, to ``to`` (what ``redis-cli --cluster reshard`` does per
+    slot); returns the node that owned it."""
+    with client(to.port) as conn:
+        owner_port = next(
+            int(shard[2][1])
+            for shard in conn.execute_command("CLUSTER", "SLOTS")
+            if int(shard[0]) <= slot <= int(shard[1])
+        )
+    source = next(node for node in cluster.nodes if node.port == owner_port)
+    source_id, target_id = node_id(source.port), node_id(to.port)
+    with client(source.port) as src, client(to.port) as dst:
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        for _ in range(10_000):
+            keys = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100)
+            if not keys:
+                break
+            src.execute_command("MIGRATE", HOST, to.port, "", 0, 5000, "KEYS", *keys)
+        for node in cluster.nodes:
+            with client(node.port) as conn:
+                conn.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+    return source
+
+
 @contextlib.contextmanager
 def sentinel_topology() -> Iterator[SentinelTopology]:
     binary("redis-server")
