@@ -4,6 +4,7 @@ across workers, on a real 3-master cluster."""
 
 from __future__ import annotations
 
+import signal
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -119,3 +120,21 @@ async def test_the_rate_limit_is_one_budget_across_workers(url: str) -> None:
     finally:
         for limiter in workers:
             await limiter.aclose()
+
+
+async def test_a_frozen_shard_makes_the_broker_unready_until_it_answers(
+    cluster: ClusterTopology, url: str, stack: AsyncExitStack
+) -> None:
+    inbox = Inbox()
+    broker = await started(url, stack, inbox)
+    await broker.subscribe(room_channel("r"))
+    frozen = cluster.nodes[1]
+    frozen.signal(signal.SIGSTOP)
+    try:
+        await poll_until(lambda: not broker.ready, 10, "the broker to notice the frozen shard")
+    finally:
+        frozen.signal(signal.SIGCONT)
+    await poll_until(lambda: broker.ready, 20, "the broker to be ready again")
+    published = await broker.publish(message("r", "back"), keep=True)
+    heard = await inbox.next(10)
+    assert (heard.seq, heard.event["text"]) == (published.seq, "back")
