@@ -51,6 +51,8 @@ class FailoverResult:
     lost: int
     duplicated: int
     extra: int
+    reused: int
+    """Ids acknowledged twice (for two texts): what a failover that lost the sequence does."""
     clients: int
     missing: list[int]
     """Acknowledged ids some client never got (for a look at where they sit)."""
@@ -189,9 +191,11 @@ async def failover(
         missing = sorted(set().union(*(wanted - set(r.ids) for r in readers)))
         topology.revive(old)
         outage = round(first_ack_after or -1, 2)
+        reused = len(acked) - len(set(acked))
         return FailoverResult(
-            min_replicas, outage, len(acked), refused, lost, duplicated, extra, clients, missing
-        )
+            min_replicas, outage, len(acked), refused, lost, duplicated, extra, reused, clients,
+            missing,
+        )  # fmt: skip
     finally:
         for reader in readers:
             await reader.ws.close()
@@ -226,11 +230,11 @@ def main() -> int:
         print(f"| {row['min_replicas']} | {row['p50_ms']} ms | {row['p99_ms']} ms |")
     print(
         "\n| MIN_REPLICAS | outage s (kill → first 202) | acknowledged | refused (503) | lost "
-        "| duplicated | extra |\n|---|---|---|---|---|---|---|"
+        "| duplicated | extra | reused |\n|---|---|---|---|---|---|---|---|"
     )
     for run in result["failover"]:
         cells = ["min_replicas", "outage_s", "acknowledged", "refused", "lost", "duplicated"]
-        print("| " + " | ".join(str(run[key]) for key in [*cells, "extra"]) + " |")
+        print("| " + " | ".join(str(run[key]) for key in [*cells, "extra", "reused"]) + " |")
     return 0
 
 

@@ -20,11 +20,15 @@ reconnect) stop at ``p``. Hence:
 A ``WAIT`` that times out (fewer than N replicas answered within :data:`WAIT_TIMEOUT`) means
 "not known to be safe": the message is withdrawn (deleted from the stream and the pending hash,
 so ``p`` skips its id) and the sender gets ``unavailable``. Its id is spent: a retry gets a new
-one. If the primary dies before the withdrawal reaches a replica that did receive the message,
-it can reappear after the failover, and a publish interrupted by a broken connection has the
-same unknown outcome (it may be delivered even though its sender got an error). Such an orphan
-(pending, unresolved for :data:`STALE`) is published by the next confirmed publisher behind it,
-never dropped: its confirmation may be what a failover lost, after clients saw it.
+one. Each stored message carries a token of its publisher's, so a withdrawal or confirmation
+after a failover never touches another message that the new primary gave the same id.
+
+If the primary dies before the withdrawal reaches a replica that did receive the message, it
+can reappear after the failover, and a publish interrupted by a broken connection has the same
+unknown outcome (it may be delivered even though its sender got an error); so does one whose
+process stalls for longer than :data:`STALE` between its WAIT and its withdrawal. Such an
+orphan (pending, unresolved for :data:`STALE`) is published by the next confirmed publisher
+behind it, never dropped: its confirmation may be what a failover lost, after clients saw it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from typing import Any
 
 from redis.asyncio import Redis
@@ -75,7 +80,7 @@ if tonumber(ARGV[2]) > 0 then
   redis.call('XADD', stream, 'MAXLEN', ARGV[2], '0-' .. id, 'd', ARGV[1])
   redis.call('EXPIRE', stream, ARGV[3])
 end
-redis.call('HSET', pending, id, ms .. '|' .. ARGV[1])
+redis.call('HSET', pending, id, ms .. '|' .. ARGV[4] .. '|' .. ARGV[1])
 redis.call('EXPIRE', pending, ARGV[3])
 redis.call('EXPIRE', meta, ARGV[3])
 return id
@@ -85,9 +90,10 @@ ADVANCE_SCRIPT = (
     _NOW_MS
     + """
 local meta, stream, pending = KEYS[1], KEYS[2], KEYS[3]
-local topic, id, mode, stale = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local topic, id, mode, stale, token = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local state = 'gone'
-if redis.call('HEXISTS', pending, id) == 1 then
+local mine = redis.call('HGET', pending, id)
+if mine and string.find(mine, '|' .. token .. '|', 1, true) then
   if mode == 'ok' then
     redis.call('HSET', pending, id .. ':ok', '1')
     state = 'pending'
@@ -113,7 +119,8 @@ for _ = 1, 1000 do
       ready = ms - tonumber(string.sub(value, 1, bar - 1)) >= stale
     end
     if not ready then break end
-    redis.call('PUBLISH', topic, next_id .. ':' .. string.sub(value, bar + 1))
+    local payload = string.sub(value, string.find(value, '|', bar + 1, true) + 1)
+    redis.call('PUBLISH', topic, next_id .. ':' .. payload)
     redis.call('HDEL', pending, next_id, next_id .. ':ok')
     p = c + 1
   end
@@ -124,9 +131,11 @@ return {state, string.format('%.0f', c), string.format('%.0f', p)}
 """
 )
 """Resolve ``id`` (``ok``: confirmed; ``withdraw``: refused), then publish the confirmed head of
-the queue in id order. Only a confirmed caller publishes an orphan, and only one stored before
-its own message: its WAIT covered the orphan too (replication is in order), so the orphan is as
-safe as anything acknowledged."""
+the queue in id order. ``token`` makes sure the entry is the caller's own: after a failover the
+new primary may have given that id to another message, which is not the caller's to resolve.
+Only a confirmed caller publishes an orphan, and only one stored before its own message: its
+WAIT covered the orphan too (replication is in order), so the orphan is as safe as anything
+acknowledged."""
 
 
 class DurablePublisher:
@@ -148,34 +157,34 @@ class DurablePublisher:
 
     async def publish(self, keys: list[str], topic: str, payload: str) -> int:
         """The message's id once ``min_replicas`` replicas hold it; BrokerUnavailable if not."""
+        token = secrets.token_hex(8)
         try:
-            seq, confirmed = await self._store_and_wait(keys, payload)
+            seq, confirmed = await self._store_and_wait(keys, payload, token)
         except UNAVAILABLE as error:
             raise BrokerUnavailable(f"redis: {error}") from error
         if confirmed < self.min_replicas:
             with contextlib.suppress(*UNAVAILABLE):
-                state, committed, _ = await self.advance(keys, topic, seq, "withdraw")
-                if state == "gone" and committed >= seq:
-                    return seq  # published meanwhile as an orphan: it is safe after all
+                await self.advance(keys, topic, seq, "withdraw", token)
             raise BrokerUnavailable(
                 f"{confirmed} of {self.min_replicas} replicas confirmed within {WAIT_TIMEOUT}s"
             )
         # Acknowledged from here on, whatever happens to the commit: N replicas hold it.
         committed = 0
         with contextlib.suppress(*UNAVAILABLE):
-            _, committed, _ = await self.advance(keys, topic, seq, "ok")
+            _, committed, _ = await self.advance(keys, topic, seq, "ok", token)
         if committed < seq:
-            task = asyncio.create_task(self._follow_up(keys, topic, seq))
+            task = asyncio.create_task(self._follow_up(keys, topic, seq, token))
             self._followers.add(task)
             task.add_done_callback(self._followers.discard)
         return seq
 
-    async def _store_and_wait(self, keys: list[str], payload: str) -> tuple[int, int]:
+    async def _store_and_wait(self, keys: list[str], payload: str, token: str) -> tuple[int, int]:
         """Store and WAIT pipelined on one connection (WAIT covers that connection's writes)."""
+        args: list[str | int] = [payload, self.history_size, self.ttl, token]
         for _ in range(2):
             try:
                 async with self.client.pipeline(transaction=False) as pipe:
-                    pipe.evalsha(self._store.sha, 3, *keys, payload, self.history_size, self.ttl)
+                    pipe.evalsha(self._store.sha, 3, *keys, *args)
                     pipe.wait(self.min_replicas, int(WAIT_TIMEOUT * 1000))
                     raw_id, confirmed = await pipe.execute()
                 return int(raw_id), int(confirmed)
@@ -184,13 +193,14 @@ class DurablePublisher:
         raise BrokerUnavailable("redis: the store script could not be loaded")
 
     async def advance(
-        self, keys: list[str], topic: str, seq: int, mode: str
+        self, keys: list[str], topic: str, seq: int, mode: str, token: str
     ) -> tuple[str, int, int]:
-        raw: Any = await self._advance(keys=keys, args=[topic, seq, mode, int(STALE * 1000)])
+        args: list[str | int] = [topic, seq, mode, int(STALE * 1000), token]
+        raw: Any = await self._advance(keys=keys, args=args)
         state, committed, published = raw
         return _text(state), int(committed), int(published)
 
-    async def _follow_up(self, keys: list[str], topic: str, seq: int) -> None:
+    async def _follow_up(self, keys: list[str], topic: str, seq: int, token: str) -> None:
         """Push the room's queue until ``seq`` is published: an orphan ahead of it becomes
         publishable after :data:`STALE`, and after a failover the commit must be redone."""
         loop = asyncio.get_running_loop()
@@ -200,7 +210,7 @@ class DurablePublisher:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
             with contextlib.suppress(*UNAVAILABLE):
-                _, committed, _ = await self.advance(keys, topic, seq, "ok")
+                _, committed, _ = await self.advance(keys, topic, seq, "ok", token)
                 if committed >= seq:
                     return
             if loop.time() >= deadline:
