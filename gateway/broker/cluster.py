@@ -7,10 +7,11 @@ through redis-py's :class:`~redis.asyncio.cluster.ClusterPubSub`, which keeps on
 shard a worker needs and moves a channel to its new owner on ``MOVED`` (resharding, failover).
 
 What it does not do is tell us when a shard's messages may have been missed, so this module
-keeps the Redis broker's rule: any shard that stops answering the health check (a ``PING`` to
-every node each second), or drops one of our channels because its slot moved away (Redis
-sends ``sunsubscribe``), makes the broker reconnect: refresh the slot map, subscribe every
-channel again on its current owner and replay the rooms from their streams.
+keeps the Redis broker's rule: a node that fails the health check (``CLUSTER INFO`` from every
+node each second, which must say ``ok``), or a shard that drops one of our channels because
+its slot moved away (Redis sends ``sunsubscribe``), makes the broker reconnect: refresh the
+slot map, subscribe every channel again on its current owner and replay the rooms from their
+streams.
 
 Reading polls the shards' connections in turn (redis-py's design): a publication waits at most
 one slice of :data:`POLL` while another shard's connection is being read.
@@ -116,9 +117,16 @@ class ClusterBroker(RedisBroker):
         return any(self.topic(channel).encode() == topic for channel in self._channels)
 
     async def _ping_all(self) -> None:
+        """Every node answers and says the cluster is ``ok``: a node back from a freeze answers
+        PING while the cluster still refuses commands (``CLUSTERDOWN``) for a moment."""
         cluster = self._cluster(self._commands)
         async with asyncio.timeout(COMMAND_TIMEOUT):
-            await cluster.ping(target_nodes=RedisCluster.ALL_NODES)
+            states: Any = await cluster.cluster_info(target_nodes=RedisCluster.ALL_NODES)
+        infos = list(states.values()) if all(isinstance(v, dict) for v in states.values()) else []
+        for info in infos or [states]:
+            state = info.get("cluster_state", info.get(b"cluster_state"))
+            if (state.decode() if isinstance(state, bytes) else str(state)) != "ok":
+                raise RedisConnectionError("the cluster is down")
 
     @staticmethod
     def _cluster(client: Any) -> RedisCluster:

@@ -19,8 +19,13 @@ from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
+from redis.exceptions import (
+    ClusterDownError,
+    ReadOnlyError,
+    RedisClusterException,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.broker.links import HangAwarePool, Link, link
@@ -69,9 +74,14 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     RedisTimeoutError,
     ReadOnlyError,
     OSError,
+    ClusterDownError,
+    TryAgainError,
+    RedisClusterException,
 )
 """Errors that mean "Redis cannot be reached now" (``TimeoutError`` is an ``OSError``; Sentinel's
-``MasterNotFoundError`` is a ``ConnectionError``)."""
+``MasterNotFoundError`` is a ``ConnectionError``; a cluster missing a shard answers
+``CLUSTERDOWN``, one resharding a multi-key slot ``TRYAGAIN``, and redis-py raises
+``RedisClusterException`` when no node answers or a slot has no owner)."""
 URL_OPTIONS: dict[str, type[int] | type[float]] = {
     "max_connections": int,
     "timeout": float,
