@@ -35,7 +35,12 @@ class Node:
         self.settings = settings
         logs.install_log_redaction()
         self.codec = Codec(settings.max_message_bytes)
-        self.broker = create_broker(settings.broker_url, self._deliver, settings.history_size)
+        self.broker = create_broker(
+            settings.broker_url,
+            self._deliver,
+            settings.history_size,
+            min_replicas=settings.broker_min_replicas,
+        )
         self.presence = create_presence(
             settings.broker_url, settings.presence_ttl, settings.heartbeat_timeout
         )

@@ -70,6 +70,7 @@ class MovingWindowLimiter:
         self.window = max(rate.window_seconds, 1)
         self._item = RateLimitItemPerSecond(max(rate.messages, 1), self.window)
         self._pool: Any = None
+        self._store: Any = None
         self._limiter = MovingWindowRateLimiter(self._storage(storage_url))
 
     async def allow(self, key: str) -> bool:
@@ -89,22 +90,36 @@ class MovingWindowLimiter:
     async def aclose(self) -> None:
         if self._pool is not None:
             await self._pool.disconnect()
+        # `limits` has no close: its sentinel storage holds a master client, a replica client
+        # and the Sentinel's own clients, its cluster storage a cluster client, each with
+        # connections to give back.
+        bridge: Any = getattr(self._store, "bridge", None)
+        sentinel = getattr(bridge, "sentinel", None)
+        if sentinel is not None:
+            for redis_client in (bridge.storage, bridge.storage_replica):
+                await redis_client.aclose()
+            await sentinel.aclose()
+        elif self._pool is None and getattr(bridge, "storage", None) is not None:
+            await bridge.storage.aclose()
 
     def _storage(self, storage_url: str) -> Any:
-        if urlsplit(storage_url).scheme not in {"redis", "rediss"}:
+        if urlsplit(storage_url).scheme == "memory":
             return storage_from_string("async+memory://")
-        from gateway.broker.redis import connection_pool, split_url
+        from gateway.broker.connect import limits_storage, split_url
 
         url, prefix = split_url(storage_url)
-        # Our own pool, bounded and failing fast like the broker's clients; closed by aclose.
-        self._pool = connection_pool(url, retries=1)
-        options: dict[str, Any] = {
-            "implementation": "redispy",
-            "key_prefix": f"{prefix}:ratelimit",
-            "wrap_exceptions": True,
-            "connection_pool": self._pool,
-        }
-        return storage_from_string(f"async+{url}", **options)
+        # With one Redis, our own pool, bounded and failing fast like the broker's clients;
+        # with Sentinel or Cluster, the library's own storage. Either is closed by aclose.
+        uri, options = limits_storage(url)
+        self._pool = options.get("connection_pool")
+        self._store = storage_from_string(
+            uri,
+            implementation="redispy",
+            key_prefix=f"{prefix}:ratelimit",
+            wrap_exceptions=True,
+            **options,
+        )
+        return self._store
 
 
 def message_limiter(rate: RateLimit, broker_url: str = "memory://") -> MovingWindowLimiter:

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from gateway.broker.urls import parse as parse_broker_url
+
 ENV_PREFIX = "GATEWAY_"
 HOOK_EVENTS = ("connect", "join", "message")
 
@@ -54,6 +56,9 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = Field(8000, ge=1, le=65535)
     broker_url: str = "memory://"
+    broker_min_replicas: int = Field(0, ge=0, le=100)
+    """Replicas that must hold a kept message (Redis ``WAIT``) before it is acknowledged and
+    fanned out; 0 = acknowledge once the primary has it. Redis brokers only."""
     heartbeat_interval: float = Field(20.0, gt=0)
     heartbeat_timeout: float = Field(20.0, gt=0)
     idle_timeout: float = Field(300.0, ge=0)
@@ -186,9 +191,17 @@ class Settings(BaseSettings):
     @field_validator("broker_url")
     @classmethod
     def _check_broker_url(cls, value: str) -> str:
-        scheme = urlsplit(value).scheme
-        if scheme not in {"memory", "redis", "rediss"}:
-            raise ValueError("expected memory:// or redis://host:port/db")
+        parse_broker_url(value)
+        return value
+
+    @field_validator("broker_min_replicas")
+    @classmethod
+    def _check_min_replicas(cls, value: int, info: ValidationInfo) -> int:
+        url = str(info.data.get("broker_url", "memory://"))
+        if value and url.startswith("memory:"):
+            raise ValueError("needs a Redis GATEWAY_BROKER_URL (replicas are Redis replicas)")
+        if value and url.startswith("redis+cluster:"):
+            raise ValueError("not supported with redis+cluster:// (WAIT covers one shard)")
         return value
 
     @field_validator("log_level")

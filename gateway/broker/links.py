@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import weakref
 from typing import Any
-from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -37,10 +36,9 @@ class Link:
 _LINKS: dict[str, Link] = {}
 
 
-def link(url: str) -> Link:
-    """The one :class:`Link` of this process for the Redis server (and database) ``url`` names."""
-    parts = urlsplit(url)
-    address = f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path or '/0'}"
+def link(address: str) -> Link:
+    """The one :class:`Link` of this process for the Redis (server or Sentinel service, and
+    database) that ``address`` names (:attr:`gateway.broker.urls.BrokerURL.address`)."""
     return _LINKS.setdefault(address, Link())
 
 

@@ -18,45 +18,45 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import itertools
 import logging
 import random
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway import metrics
 from gateway.broker.base import Broker, BrokerUnavailable, DeliverFn, Envelope, History
-from gateway.broker.links import HangAwarePool, link
+from gateway.broker.connect import (
+    COMMAND_TIMEOUT,
+    CONNECT_TIMEOUT,
+    POOL_SIZE,
+    POOL_TIMEOUT,
+    UNAVAILABLE,
+    connect,
+    connection_pool,
+    link_of,
+    split_url,
+)
+from gateway.broker.durable import DurablePublisher
+
+__all__ = [
+    "COMMAND_TIMEOUT",
+    "POOL_SIZE",
+    "POOL_TIMEOUT",
+    "UNAVAILABLE",
+    "RedisBroker",
+    "connect",
+    "connection_pool",
+    "split_url",
+]
 
 log = logging.getLogger("gateway.broker")
 
-DEFAULT_PREFIX = "gateway"
 HISTORY_TTL = 7 * 24 * 3600
 """Seconds a room's sequence and history outlive its last publication."""
-CONNECT_TIMEOUT = 2.0
-COMMAND_TIMEOUT = 2.0
-"""Seconds a command waits for Redis' answer. A hung Redis (stopped, not closed) shows on no
-socket, only on this clock: a request fails within one of these (SPEC: 3 s). A request's later
-commands fail at once, since by then the pub/sub health check has found the hang (see
-:mod:`gateway.broker.links`). Two seconds leave a busy, live Redis room to answer."""
-POOL_SIZE = 50
-"""Connections one client (pool) of a worker may open. A worker has three: broker commands,
-presence and the rate limit (plus one pub/sub connection), so a fleet of W workers holds at most
-about 150 x W of Redis' 10,000 default ``maxclients``. ``?max_connections=`` in the URL wins."""
-POOL_TIMEOUT = 5.0
-"""Seconds a command waits for a free pooled connection before it counts as Redis being
-unavailable: as long as a connect storm may queue on a live Redis (at 1 s, a storm of 360
-handshakes on a loaded 2-core machine had hundreds refused). A hung Redis does not keep waiters
-that long: see :mod:`gateway.broker.links`. ``?timeout=`` in the URL wins."""
 PING_INTERVAL = 1.0
 """Seconds of pub/sub silence before a PING."""
 PONG_TIMEOUT = 1.0
@@ -65,21 +65,6 @@ RESUBSCRIBE_TIMEOUT = 5.0
 """Seconds a reconnect may take to have every channel confirmed (no request waits on it)."""
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 5.0
-NO_SETINFO: dict[str, Any] = (
-    {"driver_info": None}
-    if importlib.util.find_spec("redis.driver_info")
-    else {"lib_name": None, "lib_version": None}
-)
-"""No CLIENT SETINFO on connect (redis-py 8 spells it ``driver_info``): each reply is one more
-timeout to wait out on a new connection to a hung Redis, before the command itself."""
-UNAVAILABLE: tuple[type[BaseException], ...] = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    ReadOnlyError,
-    OSError,
-)
-"""Errors that mean "Redis cannot be reached now" (``TimeoutError`` is an ``OSError``)."""
-
 PUBLISH_SCRIPT = """
 local meta, stream = KEYS[1], KEYS[2]
 local seq
@@ -113,59 +98,17 @@ return 0
 """
 
 
-def split_url(url: str) -> tuple[str, str]:
-    """``redis://host:port/db?prefix=p`` -> (the URL redis-py accepts, the key prefix).
-
-    The prefix namespaces every key and channel, so several deployments (or test runs) can
-    share one Redis.
-    """
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    prefix = next((value for key, value in query if key == "prefix"), "") or DEFAULT_PREFIX
-    rest = urlencode([(key, value) for key, value in query if key != "prefix"])
-    return urlunsplit(parts._replace(query=rest)), prefix
-
-
-def connection_pool(url: str, *, retries: int, hang_aware: bool = True) -> BlockingConnectionPool:
-    """A bounded pool whose commands queue for a connection when all are busy.
-
-    redis-py's default pool raises ``Too many connections`` at once when its 100 connections
-    are checked out, which a storm of a few hundred handshakes per worker (each awaiting
-    several commands) reaches: connections were refused with 1011. Here a command waits up to
-    :data:`POOL_TIMEOUT` for a connection instead, and Redis sees at most :data:`POOL_SIZE`
-    connections per pool however many handshakes are in flight.
-
-    Otherwise it fails fast: the gateway reports an outage rather than hanging in retries. One
-    immediate retry lets a pooled connection that Redis closed (a restart) reconnect; a timeout
-    is not retried, since a Redis that did not answer once will not answer at once either.
-    While the pub/sub health check finds Redis hung, commands fail at once (``hang_aware``).
-    """
-    options = _pool_options(retries)
-    if hang_aware:
-        return HangAwarePool.from_url(url, link=link(url), **options)
-    return BlockingConnectionPool.from_url(url, **options)
-
-
-def _pool_options(retries: int) -> dict[str, Any]:
-    return dict(
-        max_connections=POOL_SIZE,
-        timeout=POOL_TIMEOUT,
-        socket_connect_timeout=CONNECT_TIMEOUT,
-        socket_timeout=COMMAND_TIMEOUT,
-        retry=Retry(NoBackoff(), retries, supported_errors=(RedisConnectionError,)),
-        **NO_SETINFO,
-    )
-
-
-def connect(url: str, *, retries: int, hang_aware: bool = True) -> Redis:
-    """A client on its own :func:`connection_pool`, closed with the client."""
-    return Redis.from_pool(connection_pool(url, retries=retries, hang_aware=hang_aware))
-
-
 class RedisBroker(Broker):
-    def __init__(self, url: str, deliver: DeliverFn, history_size: int) -> None:
+    def __init__(
+        self, url: str, deliver: DeliverFn, history_size: int, *, min_replicas: int = 0
+    ) -> None:
         super().__init__(deliver, history_size)
         self.url, self.prefix = split_url(url)
+        self.min_replicas = min_replicas
+        self._durable: DurablePublisher | None = None
+        self._top = "p" if min_replicas else "s"
+        """The meta field naming a room's newest id readers may see: with replicas to wait
+        for, the newest *published* one (see :mod:`gateway.broker.durable`)."""
         self._commands: Redis | None = None
         self._subscriber: Redis | None = None
         self._publish_script: Any = None
@@ -179,7 +122,7 @@ class RedisBroker(Broker):
         """Joins waiting for Redis to confirm their SUBSCRIBE (see :meth:`subscribe`)."""
         self._supervisor: asyncio.Task[None] | None = None
         self._first_attempt = asyncio.Event()
-        self._link = link(self.url)
+        self._link = link_of(self.url)
         self._ready = False
         self._closing = False
         self._tokens = itertools.count(1)
@@ -195,6 +138,10 @@ class RedisBroker(Broker):
         tag = f"{self.prefix}:{{{channel}}}"
         return f"{tag}:meta", f"{tag}:stream"
 
+    def durable_keys(self, channel: str) -> list[str]:
+        """Meta, stream and the messages stored but not yet published (same hash tag)."""
+        return [*self.keys(channel), f"{self.prefix}:{{{channel}}}:pending"]
+
     # Lifecycle
 
     async def start(self) -> None:
@@ -203,6 +150,10 @@ class RedisBroker(Broker):
         self._publish_script = self._commands.register_script(PUBLISH_SCRIPT)
         for name, source in (("put", PUT_IF_ABSENT_SCRIPT), ("delete", DELETE_IF_SCRIPT)):
             self._store_scripts[name] = self._commands.register_script(source)
+        if self.min_replicas:
+            self._durable = DurablePublisher(
+                self._commands, self.min_replicas, self.history_size, HISTORY_TTL
+            )
         metrics.BROKER_UP.set(0)
         self._supervisor = asyncio.create_task(self._supervise(), name="gateway-redis-pubsub")
         with contextlib.suppress(TimeoutError):
@@ -211,6 +162,8 @@ class RedisBroker(Broker):
 
     async def aclose(self) -> None:
         self._closing = True
+        if self._durable is not None:
+            await self._durable.aclose()
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -239,7 +192,11 @@ class RedisBroker(Broker):
         payload = envelope.dumps()
         topic = self.topic(envelope.channel)
         try:
-            if keep:
+            if keep and self._durable is not None:
+                keys = self.durable_keys(envelope.channel)
+                envelope.seq = await self._durable.publish(keys, topic, payload)
+                envelope.event["id"] = str(envelope.seq)
+            elif keep:
                 raw = await self._publish_script(
                     keys=list(self.keys(envelope.channel)),
                     args=[topic, payload, self.history_size, HISTORY_TTL],
@@ -247,7 +204,7 @@ class RedisBroker(Broker):
                 envelope.seq = int(raw)
                 envelope.event["id"] = str(envelope.seq)
             else:
-                await self._commands.publish(topic, "0:" + payload)
+                await self._publish_raw(topic, "0:" + payload)
         except UNAVAILABLE as error:
             raise BrokerUnavailable(f"redis: {error}") from error
         return envelope
@@ -258,16 +215,20 @@ class RedisBroker(Broker):
         meta, stream = self.keys(channel)
         try:
             async with self._commands.pipeline(transaction=True) as pipe:
-                pipe.hmget(meta, ["b", "s"])
+                pipe.hmget(meta, ["b", self._top])
                 pipe.xrange(stream, "-", "+", count=1)
                 pipe.xrange(stream, f"(0-{after}", "+")
                 (base_raw, top_raw), oldest, entries = await pipe.execute()
         except UNAVAILABLE as error:
             raise BrokerUnavailable(f"redis: {error}") from error
-        messages = [_envelope(_stream_seq(entry_id), fields[b"d"]) for entry_id, fields in entries]
         if top_raw is None:
-            return History(messages, complete=after == 0)
+            return History([], complete=after == 0)
         base, top = int(base_raw), int(top_raw)
+        messages = [
+            _envelope(seq, fields[b"d"])
+            for seq, fields in ((_stream_seq(entry_id), fields) for entry_id, fields in entries)
+            if seq <= top
+        ]
         first = _stream_seq(oldest[0][0]) if oldest else top + 1
         if after >= top:
             complete = True
@@ -281,7 +242,7 @@ class RedisBroker(Broker):
         if self._commands is None:
             raise BrokerUnavailable("broker not started")
         try:
-            raw = await self._commands.hget(self.keys(channel)[0], "s")
+            raw = await self._commands.hget(self.keys(channel)[0], self._top)
         except UNAVAILABLE as error:
             raise BrokerUnavailable(f"redis: {error}") from error
         return int(raw) if raw is not None else 0
@@ -330,7 +291,7 @@ class RedisBroker(Broker):
         waiting = self._confirmations.setdefault(topic, [])
         waiting.append(confirmed)
         try:
-            await pubsub.subscribe(topic)
+            await self._pubsub_subscribe(pubsub, topic)
             async with asyncio.timeout(COMMAND_TIMEOUT):
                 await confirmed
         except UNAVAILABLE:
@@ -346,7 +307,19 @@ class RedisBroker(Broker):
         pubsub = self._pubsub
         if pubsub is not None:
             with contextlib.suppress(*UNAVAILABLE):
-                await pubsub.unsubscribe(self.topic(channel))
+                await self._pubsub_unsubscribe(pubsub, self.topic(channel))
+
+    # What a cluster does differently (see gateway.broker.cluster)
+
+    async def _publish_raw(self, topic: str, data: str) -> None:
+        assert self._commands is not None
+        await self._commands.publish(topic, data)
+
+    async def _pubsub_subscribe(self, pubsub: PubSub, *topics: str | bytes) -> None:
+        await pubsub.subscribe(*topics)
+
+    async def _pubsub_unsubscribe(self, pubsub: PubSub, topic: str) -> None:
+        await pubsub.unsubscribe(topic)
 
     # The pub/sub connection
 
@@ -423,14 +396,21 @@ class RedisBroker(Broker):
         rooms = [channel for channel in channels if self._last_seq.get(channel)]
         if not rooms or self._commands is None:
             return
+        # Not a transaction (a cluster's rooms live on several shards): reading each room's top
+        # before its stream is enough, since everything up to a top read is published.
         async with self._commands.pipeline(transaction=False) as pipe:
             for channel in rooms:
-                pipe.xrange(self.keys(channel)[1], f"(0-{self._last_seq[channel]}", "+")
+                meta, stream = self.keys(channel)
+                pipe.hget(meta, self._top)
+                pipe.xrange(stream, f"(0-{self._last_seq[channel]}", "+")
             results = await pipe.execute()
         replayed = 0
-        for entries in results:
+        for top_raw, entries in zip(results[::2], results[1::2], strict=True):
+            top = int(top_raw or 0)
             for entry_id, fields in entries:
-                replayed += self._accept(_envelope(_stream_seq(entry_id), fields[b"d"]))
+                seq = _stream_seq(entry_id)
+                if seq <= top:  # above it: stored, not yet confirmed (it is published later)
+                    replayed += self._accept(_envelope(seq, fields[b"d"]))
         if replayed:
             log.info("replayed %d messages published while pub/sub was down", replayed)
 

@@ -26,8 +26,10 @@ import secrets
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from redis.exceptions import NoScriptError
+
 from gateway.broker import BrokerUnavailable
-from gateway.broker.redis import COMMAND_TIMEOUT, UNAVAILABLE, connect, split_url
+from gateway.broker.connect import COMMAND_TIMEOUT, UNAVAILABLE, connect, split_url
 from gateway.presence.base import Presence
 from gateway.presence.memory import USER_ROOM
 
@@ -158,8 +160,10 @@ class RedisPresence(Presence):
                 await self._refresher
         if self._client is None:
             return
-        with contextlib.suppress(*UNAVAILABLE):
+        with contextlib.suppress(*UNAVAILABLE, NoScriptError):
             async with asyncio.timeout(COMMAND_TIMEOUT):
+                if self._claims:
+                    await self._load_scripts()  # a cluster's pipeline does not
                 async with self._client.pipeline(transaction=False) as pipe:
                     for key, members in self._local.items():
                         pipe.zrem(key, *members)
@@ -271,14 +275,14 @@ class RedisPresence(Presence):
         failure waits for the next refresh."""
         if self._client is None or not (entries or claims):
             return
-        refresh, renew = self._scripts["refresh"], self._scripts["renew"]
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for key, members in entries.items():
-                    await refresh(keys=[key], args=[self.ttl_ms, *members], client=pipe)
-                for keys, holders in _chunks(claims or {}):
-                    await renew(keys=keys, args=[self.claim_ttl_ms, *holders], client=pipe)
-                results = await pipe.execute()
+            try:
+                results = await self._pipelined(entries, claims or {})
+            except NoScriptError:
+                # A cluster's pipeline does not load scripts as a plain one does: load them on
+                # every primary (a new or restarted one has none) and write once more.
+                await self._load_scripts()
+                results = await self._pipelined(entries, claims or {})
         except UNAVAILABLE as error:
             if not self._failing:
                 log.warning(
@@ -294,6 +298,19 @@ class RedisPresence(Presence):
         lost = sum(int(result) for result in results[len(entries) :])
         if lost:
             log.warning("%d client id claims were taken over after expiring unrenewed", lost)
+
+    async def _pipelined(self, entries: dict[str, set[str]], claims: dict[str, str]) -> Any:
+        refresh, renew = self._scripts["refresh"], self._scripts["renew"]
+        async with self._client.pipeline(transaction=False) as pipe:
+            for key, members in entries.items():
+                await refresh(keys=[key], args=[self.ttl_ms, *members], client=pipe)
+            for keys, holders in _chunks(claims):
+                await renew(keys=keys, args=[self.claim_ttl_ms, *holders], client=pipe)
+            return await pipe.execute()
+
+    async def _load_scripts(self) -> None:
+        for script in self._scripts.values():
+            await self._client.script_load(script.script)
 
     async def refresh(self) -> None:
         """Rewrite this worker's entries and renew its claims, as they are now."""

@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 
 import httpx
 import pytest
@@ -30,6 +31,14 @@ ROOM = "feed"
 CLIENTS = 6
 CLAIM_SECONDS = 3
 """GATEWAY_HEARTBEAT_TIMEOUT: how long a killed worker's claim on a client id outlives it."""
+
+
+def in_room(recorder: Recorder) -> bool:
+    return any(isinstance(e, Joined) and e.room == ROOM for e in recorder.events)
+
+
+def holds(recorder: Recorder, ids: set[int]) -> bool:
+    return ids <= set(recorder.ids(ROOM))
 
 
 def env(broker_url: str) -> dict[str, str]:
@@ -56,7 +65,7 @@ async def crowd(server: GatewayProcess) -> AsyncIterator[list[Recorder]]:
             recorders.append(Recorder(client))
         for recorder in recorders:
             await recorder.until(
-                lambda r=recorder: any(isinstance(e, Joined) and e.room == ROOM for e in r.events),
+                partial(in_room, recorder),
                 10,
                 f"{ROOM} joined",
             )
@@ -92,7 +101,7 @@ async def publish_through(
             await task
     acked = set(publisher.acked)
     for recorder in recorders:
-        await recorder.until(lambda r=recorder: acked <= set(r.ids(ROOM)), 30, "every acked id")
+        await recorder.until(partial(holds, recorder, acked), 30, "every acked id")
     for recorder in recorders:
         problems = exactly_once_in_order(recorder.ids(ROOM), publisher.acked, publisher.uncertain)
         assert problems == [], f"{recorder.client.user}: {problems}"

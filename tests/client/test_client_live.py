@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import TypedDict
 
 import httpx
 import pytest
@@ -32,7 +33,14 @@ from tests.client.support import API_KEY, Recorder
 from tests.support.servers import GatewayProcess, poll_until, scaled, start_gateway
 
 SECRET = "client-tests-auth-secret-" + "s" * 16
-FAST = {"backoff_base": 0.05, "backoff_cap": 0.5}
+
+
+class Fast(TypedDict):
+    backoff_base: float
+    backoff_cap: float
+
+
+FAST = Fast(backoff_base=0.05, backoff_cap=0.5)
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,8 @@
 """What every broker and presence backend promises the hub: one suite, run against the embedded
-``memory://`` backend and against Redis (a real redis-server, keys under a test prefix).
+``memory://`` backend, against Redis (a real redis-server, keys under a test prefix), against
+Redis behind Sentinel (1 primary, 2 replicas, 3 sentinels, shared by the module), and against
+Sentinel with ``min_replicas=1`` (every kept message waits for a replica's confirmation), and
+against a 3-master Redis Cluster (sharded pub/sub).
 
 Ids are compared relative to each other: the memory broker counts from 1, Redis from its
 clock (so ids keep growing across a Redis that lost its data).
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -24,10 +28,13 @@ from tests.support.servers import poll_until
 class Backend:
     name: str
     url: str
+    min_replicas: int = 0
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def broker(self, inbox: Inbox | None = None, history_size: int = 5) -> Broker:
-        broker = create_broker(self.url, inbox or Inbox(), history_size)
+        broker = create_broker(
+            self.url, inbox or Inbox(), history_size, min_replicas=self.min_replicas
+        )
         await broker.start()
         self.closers.append(broker.aclose)
         assert broker.ready
@@ -40,16 +47,30 @@ class Backend:
         return presence
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("sentinel", marks=pytest.mark.redis),
+        pytest.param("sentinel-wait", marks=pytest.mark.redis),
+        pytest.param("cluster", marks=pytest.mark.redis),
+    ]
+)
 def backend_url(request: pytest.FixtureRequest) -> str:
     if request.param == "memory":
         return "memory://"
+    if request.param.startswith("sentinel"):
+        prefix = f"test-{uuid.uuid4().hex[:12]}"
+        return str(request.getfixturevalue("sentinel").url(prefix))
+    if request.param == "cluster":
+        return str(request.getfixturevalue("cluster").url(f"test-{uuid.uuid4().hex[:12]}"))
     return str(request.getfixturevalue("redis_url"))
 
 
 @pytest.fixture
-async def backend(backend_url: str) -> AsyncIterator[Backend]:
-    chosen = Backend(backend_url.partition(":")[0], backend_url)
+async def backend(backend_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    min_replicas = 1 if request.node.callspec.params["backend_url"] == "sentinel-wait" else 0
+    chosen = Backend(backend_url.partition(":")[0], backend_url, min_replicas)
     try:
         yield chosen
     finally:

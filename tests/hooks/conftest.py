@@ -1,3 +1,3 @@
-from tests.support.redis import redis_base_url, redis_url
+from tests.support.redis import cluster, redis_base_url, redis_url, sentinel
 
-__all__ = ["redis_base_url", "redis_url"]
+__all__ = ["cluster", "redis_base_url", "redis_url", "sentinel"]

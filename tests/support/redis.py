@@ -22,6 +22,13 @@ import redis
 
 from tests.support.servers import free_port, scaled, wait_until
 from tests.support.skips import unavailable
+from tests.support.topology import (
+    ClusterTopology,
+    MissingBinary,
+    SentinelTopology,
+    cluster_topology,
+    sentinel_topology,
+)
 
 HOST = "127.0.0.1"
 SHARED_PORT = 6379
@@ -157,3 +164,24 @@ def own_redis() -> Iterator[RedisServer]:
     """A private redis-server this test may stop, kill and restart."""
     with private_redis() as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def sentinel() -> Iterator[SentinelTopology]:
+    """1 primary + 2 replicas + 3 sentinels, shared by a test module (tests that kill or freeze
+    a node leave it healthy again, or say so)."""
+    try:
+        with sentinel_topology() as topology:
+            yield topology
+    except MissingBinary as error:
+        unavailable(str(error))
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[ClusterTopology]:
+    """A 3-master Redis Cluster, shared by a test module."""
+    try:
+        with cluster_topology() as topology:
+            yield topology
+    except MissingBinary as error:
+        unavailable(str(error))
