@@ -317,7 +317,10 @@ class Hub:
             return
         channel = envelope.channel
         if envelope.event["type"] == "presence":
-            self.presence_batches.add(channel, envelope.event)
+            # Traced like any broadcast: the publisher's trace shows every worker that took
+            # the change, even though its members hear it with the room's window.
+            with tracing.broadcast_span(self.broker, envelope, len(members)):
+                self.presence_batches.add(channel, envelope.event)
             return
         room = room_of(channel)
         frame = OutFrame(envelope.event, channel, envelope.seq)
