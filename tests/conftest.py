@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.redis import own_redis, redis_base_url, redis_url
+from tests.support.redis import cluster, own_redis, redis_base_url, redis_url, sentinel
 from tests.support.servers import TIMEOUT_FACTOR
 from tests.support.skips import IN_CI
 
-__all__ = ["own_redis", "redis_base_url", "redis_url"]
+__all__ = ["cluster", "own_redis", "redis_base_url", "redis_url", "sentinel"]
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
