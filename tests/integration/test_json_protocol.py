@@ -97,8 +97,9 @@ async def test_resume_after_reconnect_has_no_gap_and_no_duplicate(server: Gatewa
     await writer.send(send("message", room="resumable", text="after"))
     resumed, events = await recv_until(reader, of_type("resumed", room="resumable"))
     texts = [e["text"] for e in events if e["type"] == "message"]
-    _, later = await recv_until(reader, of_type("message", text="after"))
-    texts += [e["text"] for e in later if e["type"] == "message"] + ["after"]
+    if "after" not in texts:  # published before the history was read, it is in the replay
+        _, later = await recv_until(reader, of_type("message", text="after"))
+        texts += [e["text"] for e in later if e["type"] == "message"] + ["after"]
     assert texts == [f"missed {n}" for n in range(5)] + ["after"]
     assert resumed["recovered"] is True
     await reader.close()
