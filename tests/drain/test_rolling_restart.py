@@ -183,7 +183,11 @@ async def test_sigterm_to_the_master_then_a_new_master_loses_nothing(
         old.stop()
     assert stopped_in < DRAIN_TIMEOUT, f"the old master took {stopped_in:.2f} s"
     assert len(lines) == 2, lines
-    assert sum(line["drained"] for line in lines) == CLIENTS
+    # The master's TERM reaches the workers one after the other: a client sent away by the
+    # first may come back (its hint is jittered from 0 ms) to the second before that one starts
+    # draining, and is then sent away again. Every client is drained; some twice, never more.
+    drained = sum(line["drained"] for line in lines)
+    assert CLIENTS <= drained <= CLIENTS + min(line["drained"] for line in lines), lines
     assert all(line["cut"] == 0 for line in lines)
     summary |= {
         "old_master_exit_s": round(stopped_in, 2),
