@@ -73,6 +73,33 @@ def departures(event: dict[str, Any], room: str = "lobby") -> list[str]:
     return list(event.get("left", ()))
 
 
+def arrivals(event: dict[str, Any], room: str = "lobby") -> list[str]:
+    """Who a presence event says joined ``room``: its user, or a window's ``diff``."""
+    if event.get("type") != "presence" or event.get("room") != room:
+        return []
+    if event.get("event") == "joined":
+        return [event["user"]]
+    return list(event.get("joined", ()))
+
+
+class LobbyView:
+    """Who a client believes is in a room: its ``joined`` ack, then every presence event."""
+
+    def __init__(self, room: str = "lobby") -> None:
+        self.room = room
+        self.users: set[str] = set()
+        self.acknowledged = False
+
+    def apply(self, event: dict[str, Any]) -> bool:
+        """Take one event in; True once the ack has been seen (the view means something)."""
+        if event.get("type") == "joined" and event.get("room") == self.room:
+            self.users = set(event.get("online", ()))
+            self.acknowledged = True
+        self.users.update(arrivals(event, self.room))
+        self.users.difference_update(departures(event, self.room))
+        return self.acknowledged
+
+
 def text_announces(user: str) -> Callable[[str], bool]:
     """A text-format line saying ``user`` joined: the seed's sentence, or a window's summary
     (``"a, b and 3 others joined; c left. 9 users online."``) that names them."""
