@@ -246,7 +246,7 @@ def rerender(opts: Options) -> int:
     if saved.scenario == "storm":
         for key, raw in data.get("storms", {}).items():
             bench.storms[key] = StormResult.from_dict(raw)
-        write_storm_block(bench, data)
+        write_storm_block(bench, data, opts.results_md)
         print(f"wrote {opts.results_md} (storm block) from {opts.render_from}")
         return 0
     block = render(bench, data["started_utc"], data.get("elapsed_s", 0.0), data.get("busy", []))
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(raw, indent=2))
     print(f"raw results: {out}")
     if opts.scenario == "storm":
-        write_storm_block(bench, raw)
+        write_storm_block(bench, raw, opts.results_md)
         print(f"wrote {opts.results_md} (storm block)")
     if opts.scenario == "all":
         write_results_md(opts.results_md, render(bench, started, elapsed, busy))
@@ -315,7 +315,7 @@ def raw_results(bench: Bench, started: str, elapsed: float, busy: list[float]) -
     }
 
 
-def write_storm_block(bench: Bench, raw: dict[str, Any]) -> None:
+def write_storm_block(bench: Bench, raw: dict[str, Any], results_md: Path) -> None:
     """RESULTS.md's storm block from a run (or its raw JSON): the same figures, same text."""
     block = render_storm(
         command=raw["command"],
@@ -327,4 +327,4 @@ def write_storm_block(bench: Bench, raw: dict[str, Any]) -> None:
         failed=raw.get("failures", {}),
         versions=raw.get("versions", {}),
     )
-    write_results_md(bench.opts.results_md, block, STORM_BEGIN, STORM_END)
+    write_results_md(results_md, block, STORM_BEGIN, STORM_END)

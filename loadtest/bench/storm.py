@@ -301,7 +301,9 @@ async def drain_one(
 
 def drain_log(server: Server, pid: int) -> str:
     """The drained worker's line ``worker PID drained N connections in S s (…)``."""
-    text = server.log_tail(400)
+    if server.log_path is None or not server.log_path.exists():
+        return ""
+    text = server.log_path.read_text(errors="replace")
     found = re.search(rf"worker {pid} drained [^\n\"]*", text)
     return found.group(0) if found else ""
 
