@@ -64,6 +64,26 @@ def cpu_seconds(pids: list[int]) -> float:
     return ticks / CLK_TCK
 
 
+def cpu_seconds_with_reaped(pids: list[int]) -> float:
+    """utime + stime of the given processes plus what their exited, reaped children used.
+
+    A process tree's CPU across a worker's exit: once the gunicorn master has reaped a drained
+    worker, that worker's CPU shows in the master's cutime + cstime. Compare two readings.
+    """
+    ticks = 0
+    for pid in pids:
+        fields = _stat_fields(pid)
+        if fields is not None:
+            ticks += sum(int(x) for x in fields[11:15])
+    return ticks / CLK_TCK
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter of ``pid`` (``Z`` for a zombie), None when it no longer exists."""
+    fields = _stat_fields(pid)
+    return fields[0] if fields is not None else None
+
+
 def rss_bytes(pids: list[int]) -> int:
     """Resident set size of the given processes, summed."""
     total = 0

@@ -150,6 +150,9 @@ class WSClient(asyncio.Protocol):
                 self._fail_handshake(head)
                 return
             self._handshaking = False
+            if self.ready.done():  # a 101 after the caller gave up waiting (timed out)
+                self.abort()
+                return
             self.is_open = True
             self.deflate_accepted = b"permessage-deflate" in head.lower()
             self.ready.set_result(None)

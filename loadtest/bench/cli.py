@@ -21,6 +21,7 @@ from loadtest import procstat
 from loadtest.bench.model import (
     PRESETS,
     SCENARIOS,
+    STORM_RUNS,
     Load,
     Options,
     Result,
@@ -28,6 +29,8 @@ from loadtest.bench.model import (
 )
 from loadtest.bench.report import RESULTS_MD, git_describe, render, versions, write_results_md
 from loadtest.bench.scenarios import Bench
+from loadtest.bench.storm import StormResult, as_raw
+from loadtest.bench.storm_report import STORM_BEGIN, STORM_END, render_storm
 from loadtest.bench.targets import targets_table
 from loadtest.servers import RESULTS_DIR
 
@@ -37,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         prog="python -m loadtest.bench",
         description=(loadtest.bench.__doc__ or "").split("\n")[0],
     )
-    for add in (what_args, load_args, idle_args, server_args, output_args):
+    for add in (what_args, load_args, idle_args, storm_args, server_args, output_args):
         add(ap)
     return options(ap.parse_args(argv), argv)
 
@@ -89,6 +92,11 @@ def options(a: argparse.Namespace, argv: list[str] | None) -> Options:
         json_out=a.json,
         results_md=a.results_md,
         render_from=a.render_from,
+        storm_sizes=[int(x) for x in a.storm_sizes.split(",") if x.strip()],
+        storm_generators=a.storm_generators,
+        storm_runs=storm_runs(a.storm_runs),
+        storm_deadline=a.storm_deadline,
+        handshake_timeout=a.handshake_timeout,
         command="python -m loadtest.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
     )
 
@@ -144,6 +152,48 @@ def idle_args(ap: argparse.ArgumentParser) -> None:
     )
 
 
+def storm_args(ap: argparse.ArgumentParser) -> None:
+    """The storm: how many clients join the lobby at once, from how many processes, where."""
+    ap.add_argument(
+        "--storm-sizes",
+        default="3000,10000",
+        metavar="N,N",
+        help="clients per storm, one storm each (default 3000,10000)",
+    )
+    ap.add_argument(
+        "--storm-generators",
+        type=int,
+        default=4,
+        help="generator processes sharing a storm's clients (fds: ≤ ~19,900 each here)",
+    )
+    ap.add_argument(
+        "--storm-runs",
+        default=",".join(STORM_RUNS),
+        help="single (one process), fleet (--workers N + Redis, then drain one worker), "
+        "baseline (one process, GATEWAY_PRESENCE_BATCH_MS=0, at the smallest size)",
+    )
+    ap.add_argument(
+        "--storm-deadline",
+        type=float,
+        default=120.0,
+        help="seconds a storm (and a rejoin) may take before it is reported as incomplete",
+    )
+    ap.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=10.0,
+        help="storm: seconds for a TCP connect + 101, and again for the joined ack",
+    )
+
+
+def storm_runs(text: str) -> list[str]:
+    runs = [x.strip() for x in text.split(",") if x.strip()]
+    unknown = sorted(set(runs) - set(STORM_RUNS))
+    if unknown:
+        raise SystemExit(f"--storm-runs: unknown {', '.join(unknown)} (known: {STORM_RUNS})")
+    return runs
+
+
 def server_args(ap: argparse.ArgumentParser) -> None:
     """How the gateway under test is started and pinned."""
     ap.add_argument(
@@ -193,6 +243,12 @@ def rerender(opts: Options) -> int:
         bench.results[key] = Result(**raw)
     for key, raws in data.get("rounds", {}).items():
         bench.rounds[key] = [Result(**raw) for raw in raws]
+    if saved.scenario == "storm":
+        for key, raw in data.get("storms", {}).items():
+            bench.storms[key] = StormResult.from_dict(raw)
+        write_storm_block(bench, data, opts.results_md)
+        print(f"wrote {opts.results_md} (storm block) from {opts.render_from}")
+        return 0
     block = render(bench, data["started_utc"], data.get("elapsed_s", 0.0), data.get("busy", []))
     write_results_md(opts.results_md, block)
     print(f"wrote {opts.results_md} from {opts.render_from}")
@@ -206,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     if opts.gen_core is not None:
         os.sched_setaffinity(0, {opts.gen_core})
     procstat.raise_nofile(200_000)
-    busy = procstat.machine_busy_fraction(1.0) if opts.scenario == "all" else []
+    busy = procstat.machine_busy_fraction(1.0) if opts.scenario in ("all", "storm") else []
+    loadavg = Path("/proc/loadavg").read_text().strip()
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
     t0 = time.monotonic()
     bench = Bench(opts)
@@ -216,8 +273,13 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - t0
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     out = opts.json_out or RESULTS_DIR / f"{started.replace(' ', 'T')}-{opts.scenario}.json"
-    out.write_text(json.dumps(raw_results(bench, started, elapsed, busy), indent=2))
+    raw = raw_results(bench, started, elapsed, busy)
+    raw["loadavg"] = loadavg
+    out.write_text(json.dumps(raw, indent=2))
     print(f"raw results: {out}")
+    if opts.scenario == "storm":
+        write_storm_block(bench, raw, opts.results_md)
+        print(f"wrote {opts.results_md} (storm block)")
     if opts.scenario == "all":
         write_results_md(opts.results_md, render(bench, started, elapsed, busy))
         print(f"wrote {opts.results_md}")
@@ -249,4 +311,20 @@ def raw_results(bench: Bench, started: str, elapsed: float, busy: list[float]) -
         "rounds": {k: [asdict(x) for x in v] for k, v in bench.rounds.items()},
         "elapsed_s": elapsed,
         "busy": busy,
+        "storms": as_raw(bench.storms),
     }
+
+
+def write_storm_block(bench: Bench, raw: dict[str, Any], results_md: Path) -> None:
+    """RESULTS.md's storm block from a run (or its raw JSON): the same figures, same text."""
+    block = render_storm(
+        command=raw["command"],
+        started=raw["started_utc"],
+        elapsed=raw.get("elapsed_s", 0.0),
+        loadavg=raw.get("loadavg", ""),
+        meta=raw.get("meta", {}),
+        storms=bench.storms,
+        failed=raw.get("failures", {}),
+        versions=raw.get("versions", {}),
+    )
+    write_results_md(results_md, block, STORM_BEGIN, STORM_END)

@@ -13,7 +13,9 @@ from typing import Any
 
 from loadtest.servers import WireFormat
 
-SCENARIOS = ("fanout", "latency", "stalled", "idle", "workers", "all")
+SCENARIOS = ("fanout", "latency", "stalled", "idle", "workers", "storm", "all")
+
+STORM_RUNS = ("single", "baseline", "fleet")
 
 # Defaults per scenario (any of them can be overridden on the command line).
 PRESETS: dict[str, dict[str, str | int | float]] = {
@@ -191,6 +193,11 @@ class Options:
     results_md: Path
     render_from: Path | None
     command: str
+    storm_sizes: list[int] = field(default_factory=lambda: [3000, 10000])
+    storm_generators: int = 4
+    storm_runs: list[str] = field(default_factory=lambda: list(STORM_RUNS))
+    storm_deadline: float = 120.0
+    handshake_timeout: float = 10.0
 
 
 def default_idle_connections() -> int:

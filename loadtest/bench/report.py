@@ -213,12 +213,14 @@ def postscript(bench: Bench) -> list[str]:
     return lines
 
 
-def write_results_md(path: Path, block: str) -> None:
+def write_results_md(path: Path, block: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace what lies between ``begin`` and ``end`` (the block's own markers) with ``block``;
+    append it when the file has no such block."""
     if path.exists():
         text = path.read_text()
-        if BEGIN in text and END in text:
-            head = text[: text.index(BEGIN)]
-            tail = text[text.index(END) + len(END) :]
+        if begin in text and end in text:
+            head = text[: text.index(begin)]
+            tail = text[text.index(end) + len(end) :]
             path.write_text(head + block + tail)
             return
         path.write_text(text.rstrip() + "\n\n" + block + "\n")

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from loadtest.bench.chat import run_chat
 from loadtest.bench.idle import deflate_offer_accepted, move_to_own_room, run_idle
 from loadtest.bench.model import Load, Options, Result, median_run, preset_load
+from loadtest.bench.storm import StormConfig, StormResult, run_storm
 from loadtest.servers import Server, attach, start_gateway, start_seed
 from loadtest.wsgen import WSClient
 
@@ -27,6 +28,7 @@ class Bench:
         self.meta: dict[str, Any] = {}
         self.failures: dict[str, str] = {}
         self.rounds: dict[str, list[Result]] = {}
+        self.storms: dict[str, StormResult] = {}
 
     def gw_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = dict(self.opts.gateway_env)
@@ -158,6 +160,45 @@ class Bench:
             )
         await self.repeated(runs, "cpu", self.opts.repeat)
 
+    async def storm(self) -> None:
+        """Each size: one process, the batch=0 baseline (smallest size only), then the fleet
+        with a drain of one worker. A run that fails is recorded and the next one runs."""
+        o = self.opts
+        sizes = sorted(o.storm_sizes)
+        redis_port = urlsplit(o.redis_url).port or 6379
+        for n in sizes:
+            runs: list[tuple[str, int, dict[str, str]]] = []
+            if "single" in o.storm_runs:
+                runs.append((f"gateway-storm-{n}", 1, {}))
+            if "baseline" in o.storm_runs and n == sizes[0]:
+                runs.append((f"gateway-storm-{n}-batch0", 1, {"GATEWAY_PRESENCE_BATCH_MS": "0"}))
+            if "fleet" in o.storm_runs and o.attach_url is None:
+                # The production drain timeout: the bench's 2 s would cut a drain of thousands.
+                runs.append(
+                    (f"fleet{o.workers}-storm-{n}", o.workers, {"GATEWAY_DRAIN_TIMEOUT": "25"})
+                )
+            for label, workers, env in runs:
+                cfg = StormConfig(
+                    clients=n,
+                    generators=o.storm_generators,
+                    concurrency=o.load.connect_concurrency,
+                    handshake_timeout_s=o.handshake_timeout,
+                    deadline_s=o.storm_deadline,
+                    drain=workers > 1,
+                )
+                try:
+                    broker = None
+                    if workers > 1:
+                        broker = attach(f"http://127.0.0.1:{redis_port}", label="redis")
+                    server = self.server("gateway", label, workers, workers > 1, **env)
+                    result = await run_storm(server, cfg, label, broker=broker)
+                except Exception as exc:  # one failed storm must not hide the others
+                    self.failures[label] = f"{type(exc).__name__}: {exc}"[:400]
+                    print(f"storm {label} failed: {self.failures[label]}", flush=True)
+                    continue
+                self.storms[label] = result
+                print(result.line(), flush=True)
+
     async def uncorked(self, base: Load) -> None:
         """The gateway without write corking (loadtest/experiments/uncorked.py), same loads."""
         cmd = [sys.executable, "-m", "loadtest.experiments.uncorked"]
@@ -212,6 +253,8 @@ class Bench:
             await self.idle()
         elif o.scenario == "workers":
             await self.workers(load)
+        elif o.scenario == "storm":
+            await self.storm()
         elif o.scenario == "all":
             await self.all()
 

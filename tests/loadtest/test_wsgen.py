@@ -74,3 +74,11 @@ def test_client_frames_are_masked_with_zero_key() -> None:
     assert big[:4] == b"\x81\xfe\x01\x2c"
     assert big[4:8] == b"\x00\x00\x00\x00"
     assert len(big) == 8 + 300
+
+
+async def test_a_101_after_the_caller_timed_out_is_dropped() -> None:
+    stats = Stats()
+    client = WSClient(stats, "127.0.0.1", 1, "/ws/x")
+    client.ready.cancel()  # what asyncio.wait_for does to it on a timeout
+    client.data_received(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n")
+    assert not client.is_open
