@@ -2,7 +2,7 @@
 
 A private ``dockerd`` (tests/ops/dockerengine.py) builds the Dockerfile on a local stand-in for
 ``python:3.11-slim-bookworm`` (debootstrap, cached), with pip reaching its index the way this
-machine's pip does. The container runs as the README says (``--read-only --tmpfs /tmp``, on
+machine's pip does. The container runs as docs/deploy.md says (``--read-only --tmpfs /tmp``, on
 ``--network host`` bound to a free loopback port): its HEALTHCHECK turns healthy, its processes
 run as uid 10001, two WebSocket clients chat through it, and ``docker stop`` drains them (a
 ``reconnect`` hint, then close 1012) before the container exits 0.

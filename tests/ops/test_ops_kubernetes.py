@@ -44,7 +44,7 @@ def test_kustomize_renders_every_object() -> None:
 
 @pytest.mark.parametrize("version", KUBE_VERSIONS, ids=lambda v: v or "latest")
 def test_kubernetes_validate_strict(version: str | None) -> None:
-    """README: kubectl kustomize ops/k8s | kubernetes-validate --strict -"""
+    """docs/deploy.md: kubectl kustomize ops/k8s | kubernetes-validate --strict -"""
     validator = require_tool("kubernetes-validate")
     argv = [validator, "--strict", *(["-k", version] if version else []), "-"]
     result = run(argv, stdin=rendered_text())
@@ -163,10 +163,10 @@ def test_prometheus_rule_groups_pass_promtool(tmp_path: Path) -> None:
 
 
 def deploy_doc() -> Path:
-    """The README, whose Deploy section holds the overlay example."""
-    readme = OPS.parent / "README.md"
-    assert "## Deploy" in readme.read_text(), "README.md has no Deploy section"
-    return readme
+    """docs/deploy.md, whose Deploy section holds the overlay example."""
+    page = OPS.parent / "docs" / "deploy.md"
+    assert "## Deploy" in page.read_text(), "docs/deploy.md has no Deploy section"
+    return page
 
 
 def test_documented_overlay_renders_and_validates(tmp_path: Path) -> None:

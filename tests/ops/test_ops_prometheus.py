@@ -58,7 +58,7 @@ def test_promtool_check_rules() -> None:
 
 def test_promtool_test_rules() -> None:
     promtool = require_tool("promtool")
-    # The README's command, from the repository root.
+    # docs/observability.md's command, from the repository root.
     result = run([promtool, "test", "rules", "ops/prometheus/alerts.test.yml"])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout

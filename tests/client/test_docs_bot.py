@@ -1,4 +1,4 @@
-"""The README's bot runs as printed: extracted from the README, started against a real
+"""The bot of docs/client.md runs as printed: extracted from that page, started against a real
 server, asked ``!ping`` in ``support``, it answers. Documentation that stops working fails."""
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ from gateway.client import Client, Message, Presence
 from tests.client.support import Recorder
 from tests.support.servers import GatewayProcess, scaled, start_gateway
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+CLIENT_DOC = Path(__file__).resolve().parents[2] / "docs" / "client.md"
 
 
-def readme_bot() -> str:
-    section = README.read_text().split("\n## The Python client\n", 1)[1].split("\n## ", 1)[0]
+def docs_bot() -> str:
+    section = CLIENT_DOC.read_text().split("\n## ", 1)[0]  # the page up to its first section
     match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert match is not None, "no python block in the README's client section"
+    assert match is not None, "no python block at the top of docs/client.md"
     return match.group(1)
 
 
 def test_the_bot_is_about_fifteen_lines() -> None:
-    lines = [line for line in readme_bot().splitlines() if line.strip()]
+    lines = [line for line in docs_bot().splitlines() if line.strip()]
     assert len(lines) <= 16, len(lines)
 
 
@@ -52,9 +52,9 @@ def answered(recorder: Recorder) -> bool:
     )
 
 
-async def test_the_readme_bot_answers(server: GatewayProcess, tmp_path: Path) -> None:
+async def test_the_docs_bot_answers(server: GatewayProcess, tmp_path: Path) -> None:
     script = tmp_path / "bot.py"
-    script.write_text(readme_bot())
+    script.write_text(docs_bot())
     client = Client(server.ws_url(""), "asker", rooms=["support"])
     async with asyncio.timeout(scaled(10)):
         await client.connect()
