@@ -27,6 +27,14 @@ def docs_bot() -> str:
     return match.group(1)
 
 
+def test_the_front_page_shows_the_same_bot() -> None:
+    readme = (CLIENT_DOC.parents[1] / "README.md").read_text()
+    section = readme.split("## A bot in 15 lines", 1)[1].split("\n## ", 1)[0]
+    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert match is not None, "no bot on the README's front page"
+    assert match.group(1) == docs_bot()
+
+
 def test_the_bot_is_about_fifteen_lines() -> None:
     lines = [line for line in docs_bot().splitlines() if line.strip()]
     assert len(lines) <= 16, len(lines)
