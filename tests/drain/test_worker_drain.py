@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from typing import Any
 
 import httpx
@@ -38,6 +39,7 @@ from tests.support.fleet import launch_fleet, serving_process, wait_for_workers
 from tests.support.metrics import metric
 from tests.support.rawws import StalledClient
 from tests.support.servers import scaled, wait_until
+from tests.support.topology import ClusterTopology, SentinelTopology
 
 pytestmark = pytest.mark.redis
 
@@ -54,8 +56,18 @@ def fleet_env(redis_url: str, **extra: str) -> dict[str, str]:
     )
 
 
-async def test_sigterm_to_one_worker_drains_it_alone_within_its_deadline(redis_url: str) -> None:
-    server = launch_fleet(fleet_env(redis_url), workers=2)
+@pytest.fixture(params=["redis", "sentinel", "cluster"])
+def broker_url(request: pytest.FixtureRequest, redis_url: str) -> str:
+    """One Redis, Sentinel (1 primary, 2 replicas, 3 sentinels) and a 3-master Cluster: a
+    worker's drain is the same on every topology (the topologies are the module's own)."""
+    if request.param == "redis":
+        return redis_url
+    topology: SentinelTopology | ClusterTopology = request.getfixturevalue(request.param)
+    return topology.url(f"drain-{uuid.uuid4().hex[:12]}")
+
+
+async def test_sigterm_to_one_worker_drains_it_alone_within_its_deadline(broker_url: str) -> None:
+    server = launch_fleet(fleet_env(broker_url), workers=2)
     try:
         workers = wait_for_workers(server, 2)
         stalled = StalledClient(server.port, "/ws/stalled")
