@@ -4,6 +4,7 @@ gunicorn or uvicorn-worker (ruff's banned-api rule fails anything else that trie
 | module | job |
 |---|---|
 | ``app`` | the ASGI app: routes, lifespan, the chat WebSockets past FastAPI's router |
+| ``api`` | the server API's routes over :mod:`gateway.api` |
 | ``apidocs`` | Swagger UI and ReDoc served from the package |
 | ``httpguard`` | a pure ASGI layer: security headers, ``/api/`` bodies refused unread |
 | ``transport`` | a chat WebSocket: handshake to policy, read loop, close accounting |
