@@ -269,7 +269,11 @@ def rerender(opts: Options) -> int:
 
 def replot(opts: Options) -> int:
     """The plots from the figures RESULTS.md's generated block prints (rounded as printed)."""
-    block = read_block(opts.results_md.read_text())
+    try:
+        block = read_block(opts.results_md.read_text())
+    except (OSError, ValueError) as exc:
+        print(f"no plots drawn from {opts.results_md}: {exc}", file=sys.stderr)
+        return 1
     bench = Bench(opts)
     bench.results, bench.rounds = block.results, block.rounds
     return 0 if draw_plots(opts.results_md, bench, block.caption) else 1

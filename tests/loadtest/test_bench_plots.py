@@ -196,3 +196,13 @@ def test_plots_from_md_needs_a_generated_block(tmp_path: Path) -> None:
     md.write_text("# Load test results\n\nNothing measured yet.\n")
     with pytest.raises(ValueError, match="no generated block"):
         read_block(md.read_text())
+    done = subprocess.run(
+        [sys.executable, "-m", "loadtest.bench", "--plots-from-md", "--results-md", str(md)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "no generated block" in done.stderr
+    assert not (tmp_path / "plots").exists()
