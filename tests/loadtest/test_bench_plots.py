@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 
 from loadtest import procstat
+from loadtest.bench import cli
 from loadtest.bench.model import Result
 from loadtest.bench.readback import read_block
 from loadtest.bench.report import BEGIN, END
+from loadtest.bench.scenarios import Bench
 from tests.support.skips import IN_CI
 
 REPO = Path(__file__).resolve().parents[2]
@@ -189,6 +191,26 @@ def test_render_from_writes_the_plots_beside_results_md(tmp_path: Path) -> None:
         path.unlink()
     bench("--plots-from-md", "--results-md", str(md))
     assert {p.name: p.read_bytes() for p in plots.iterdir()} == from_json
+
+
+def test_a_run_of_every_scenario_draws_the_plots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--scenario all`` as run, with the measuring replaced by the synthetic figures: it
+    writes RESULTS.md and, beside it, the plots of those figures."""
+    results, rounds = synthetic()
+
+    async def measured(self: Bench) -> None:
+        self.results, self.rounds = results, rounds
+
+    monkeypatch.setattr(Bench, "run", measured)
+    md, raw = tmp_path / "RESULTS.md", tmp_path / "all.json"
+    args = ["--scenario", "all", "--no-pin", "--json", str(raw), "--results-md", str(md)]
+    assert cli.main(args) == 0
+    assert BEGIN in md.read_text()
+    assert {p.name for p in (tmp_path / "plots").iterdir()} == NAMES
+    for path in (tmp_path / "plots").iterdir():
+        assert_png(path)
 
 
 def test_plots_from_md_needs_a_generated_block(tmp_path: Path) -> None:
