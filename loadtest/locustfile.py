@@ -29,7 +29,8 @@ Exit code: ``--max-p99-ms`` and ``--max-error-ratio`` make the run fail (exit 1)
 the WS request types or the failure ratio over all of them exceeds the threshold.
 
     locust -f loadtest/locustfile.py --headless -u 200 -r 50 -t 2m --host http://127.0.0.1:8000 \
-        --msg-rate 0.1 --max-p99-ms 250 --max-error-ratio 0.01 --csv loadtest/results/locust
+        --msg-rate 0.1 --max-p99-ms 250 --max-error-ratio 0.01 \
+        --csv loadtest/results/locust --html loadtest/results/locust.html
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The command line: ``python -m loadtest.bench`` parses into Options, runs the scenario,
-writes the raw JSON (and with ``--scenario all`` RESULTS.md); ``--render-from`` re-renders.
+writes the raw JSON (and with ``--scenario all`` RESULTS.md and its plots); ``--render-from``
+re-renders both, ``--plots-from-md`` redraws the plots from RESULTS.md's generated block.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from loadtest.bench.model import (
     Result,
     default_idle_connections,
 )
+from loadtest.bench.readback import read_block
 from loadtest.bench.report import RESULTS_MD, git_describe, render, versions, write_results_md
 from loadtest.bench.scenarios import Bench
 from loadtest.bench.storm import StormResult, as_raw
@@ -92,6 +94,7 @@ def options(a: argparse.Namespace, argv: list[str] | None) -> Options:
         json_out=a.json,
         results_md=a.results_md,
         render_from=a.render_from,
+        plots_from_md=a.plots_from_md,
         storm_sizes=[int(x) for x in a.storm_sizes.split(",") if x.strip()],
         storm_generators=a.storm_generators,
         storm_runs=storm_runs(a.storm_runs),
@@ -226,7 +229,14 @@ def output_args(ap: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="JSON",
-        help="rewrite RESULTS.md from a raw results file of an earlier `all` run; runs nothing",
+        help="rewrite RESULTS.md and its plots from a raw results file of an earlier `all` run; "
+        "runs nothing",
+    )
+    ap.add_argument(
+        "--plots-from-md",
+        action="store_true",
+        help="redraw the plots next to --results-md from the figures its generated block "
+        "prints (when the run's raw JSON is gone); runs nothing",
     )
 
 
@@ -252,13 +262,47 @@ def rerender(opts: Options) -> int:
     block = render(bench, data["started_utc"], data.get("elapsed_s", 0.0), data.get("busy", []))
     write_results_md(opts.results_md, block)
     print(f"wrote {opts.results_md} from {opts.render_from}")
+    recorded = procstat.Machine(**data["machine"]) if "machine" in data else None
+    draw_plots(opts.results_md, bench, caption(data["started_utc"], recorded))
     return 0
+
+
+def replot(opts: Options) -> int:
+    """The plots from the figures RESULTS.md's generated block prints (rounded as printed)."""
+    try:
+        block = read_block(opts.results_md.read_text())
+    except (OSError, ValueError) as exc:
+        print(f"no plots drawn from {opts.results_md}: {exc}", file=sys.stderr)
+        return 1
+    bench = Bench(opts)
+    bench.results, bench.rounds = block.results, block.rounds
+    return 0 if draw_plots(opts.results_md, bench, block.caption) else 1
+
+
+def caption(started: str, machine: procstat.Machine | None) -> str:
+    where = f" on {machine.cores} cores ({machine.cpu_model})" if machine else ""
+    return f"Run {started} UTC{where}"
+
+
+def draw_plots(results_md: Path, bench: Bench, caption: str) -> bool:
+    """The PNGs next to RESULTS.md, from the figures its block was rendered from. Without
+    matplotlib (not installed with the `load` extra) say so: the run's results are kept."""
+    try:
+        from loadtest.bench.plots import plots_dir, write_plots
+    except ImportError as exc:
+        print(f"plots not drawn: {exc} (pip install -e '.[load]')")
+        return False
+    for path in write_plots(plots_dir(results_md), bench.results, bench.rounds, caption):
+        print(f"wrote {path}")
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     if opts.render_from is not None:
         return rerender(opts)
+    if opts.plots_from_md:
+        return replot(opts)
     if opts.gen_core is not None:
         os.sched_setaffinity(0, {opts.gen_core})
     procstat.raise_nofile(200_000)
@@ -283,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     if opts.scenario == "all":
         write_results_md(opts.results_md, render(bench, started, elapsed, busy))
         print(f"wrote {opts.results_md}")
+        draw_plots(opts.results_md, bench, caption(started, procstat.machine()))
     for row in targets_table(bench.results, bench.rounds):
         print(row)
     return 0

@@ -193,6 +193,7 @@ class Options:
     results_md: Path
     render_from: Path | None
     command: str
+    plots_from_md: bool = False
     storm_sizes: list[int] = field(default_factory=lambda: [3000, 10000])
     storm_generators: int = 4
     storm_runs: list[str] = field(default_factory=lambda: list(STORM_RUNS))

@@ -10,6 +10,9 @@ from loadtest.bench.model import Result, default_idle_connections, fmt
 
 Rounds = dict[str, list[Result]]
 
+IDLE_KIB_BUDGET = 20.0
+"""The idle target: at most this many KiB of server memory per idle connection."""
+
 
 def verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("**met**" if ok else "**not met**")
@@ -118,14 +121,14 @@ def idle_row(r: dict[str, Result], rounds: Rounds) -> list[str]:
         return []
     alive = idle.alive or 0
     cap = default_idle_connections()
-    ok = alive >= min(20_000, cap) and idle.rss_per_conn_kib <= 20.0
+    ok = alive >= min(20_000, cap) and idle.rss_per_conn_kib <= IDLE_KIB_BUDGET
     capped = ""
     if cap < 20_000:
         capped = f" (the open-file hard limit caps a process at {cap + 100:,} fds)"
     return [
         f"| ≥ 20k idle connections on one worker, ≤ 20 KiB each | {alive:,} answering{capped}, "
         f"{idle.rss_per_conn_kib:.1f} KiB/connection | "
-        f"{idle.rss_per_conn_kib / 20:.2f}x of budget | {verdict(ok)} |"
+        f"{idle.rss_per_conn_kib / IDLE_KIB_BUDGET:.2f}x of budget | {verdict(ok)} |"
     ]
 
 

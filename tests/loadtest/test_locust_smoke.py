@@ -1,7 +1,7 @@
 """Smoke test of loadtest/locustfile.py: a short headless run against a real gateway.
 
-Asserts behaviour (users connect, messages come back, CSV written, the exit code follows the
-thresholds given on the command line), never speed.
+Asserts behaviour (users connect, messages come back, CSV and the HTML report written, the exit
+code follows the thresholds given on the command line), never speed.
 """
 
 from __future__ import annotations
@@ -71,11 +71,14 @@ def stats_rows(csv_prefix: Path) -> dict[str, dict[str, str]]:
         return {row["Name"]: row for row in csv.DictReader(fh)}
 
 
-def test_headless_run_delivers_and_writes_csv(tmp_path: Path) -> None:
+def test_headless_run_delivers_and_writes_csv_and_html(tmp_path: Path) -> None:
+    """As the documented command: --csv and --html into a results folder that does not exist
+    yet (a fresh clone has no loadtest/results/)."""
+    results = tmp_path / "results"
     with start_gateway(env={"GATEWAY_RATE_LIMIT": "0"}) as gw:
         code, output = run_locust(
             gw.base_url,
-            tmp_path / "ok",
+            results / "locust",
             6,
             "--msg-rate",
             "2",
@@ -83,13 +86,19 @@ def test_headless_run_delivers_and_writes_csv(tmp_path: Path) -> None:
             "10000",
             "--max-error-ratio",
             "0.5",
+            "--html",
+            str(results / "locust.html"),
         )
     assert code == 0, output
-    rows = stats_rows(tmp_path / "ok")
+    rows = stats_rows(results / "locust")
     assert int(rows["connect"]["Request Count"]) >= 4, rows
     assert int(rows["message rtt"]["Request Count"]) > 0, rows
     assert int(rows["delivery"]["Request Count"]) > 0, rows
     assert int(rows["Aggregated"]["Failure Count"]) == 0, rows
+    report = (results / "locust.html").read_text()
+    assert report.lstrip().lower().startswith("<!doctype html>"), report[:200]
+    for name in ("connect", "message rtt", "delivery"):
+        assert f'"name": "{name}"' in report, f"{name} missing from the HTML report"
 
 
 def test_exit_code_follows_thresholds(tmp_path: Path) -> None:
