@@ -215,12 +215,12 @@ class Hub:
         await self._subscribe(room_channel(room), session)
         cursor.start(await self.broker.last_id(room_channel(room)))
         await self.presence.add(room, session.user, session.connection_id)
-        online = await self._acknowledge_join(session, room)
+        count = await self._acknowledge_join(session, room)
         if not hold:
             session.release_held(cursor)
-        if online is not None:
+        if count is not None:
             with contextlib.suppress(BrokerUnavailable):
-                await self._publish_presence(room, "joined", session.user, len(online))
+                await self._publish_presence(room, "joined", session.user, count)
         return True
 
     async def leave(self, session: Session, room: str) -> None:
@@ -229,25 +229,26 @@ class Hub:
         await self._unsubscribe(room_channel(room), session)
         await self.presence.remove(room, session.user, session.connection_id)
         with contextlib.suppress(BrokerUnavailable):
-            online = await self.presence.online(room)
-            await self._publish_presence(room, "left", session.user, len(online))
+            count, _ = await self.presence.snapshot(room, 0)
+            await self._publish_presence(room, "left", session.user, count)
 
-    async def _acknowledge_join(self, session: Session, room: str) -> list[str] | None:
-        """The ``joined`` ack with ``last_id`` and who is online; while presence is unreachable
-        an error, then the ack without ``online`` (``None``): the membership stands, only the
-        list is missing."""
+    async def _acknowledge_join(self, session: Session, room: str) -> int | None:
+        """The ``joined`` ack with ``last_id``, the room's count and at most
+        ``GATEWAY_PRESENCE_NAMES_MAX`` names; returns the count. While presence is unreachable an
+        error, then the ack without them (``None``): the membership stands, only the list is
+        missing."""
         ack: dict[str, Any] = {"type": "joined", "room": room}
-        online: list[str] | None = None
+        count: int | None = None
         try:
-            online = await self.presence.online(room)
+            count, names = await self.presence.snapshot(room, self.settings.presence_names_max)
         except BrokerUnavailable:
             session.send_error(ErrorCode.UNAVAILABLE, f"in room {room!r}; presence unavailable")
         else:
-            ack["online"] = online[: self.settings.presence_names_max]
-            ack["count"] = len(online)
+            ack["online"] = names
+            ack["count"] = count
         ack["last_id"] = str(session.rooms[room].since)
         session.send(ack)
-        return online
+        return count
 
     async def _subscribe(self, channel: str, session: Session) -> None:
         """Returns once the broker hears the channel, also for a member that joins while the

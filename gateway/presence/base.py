@@ -30,6 +30,13 @@ class Presence(ABC):
         """Distinct users with at least one live connection in ``room``, sorted."""
 
     @abstractmethod
+    async def snapshot(self, room: str, limit: int) -> tuple[int, list[str]]:
+        """How many distinct users are in ``room``, and the first ``limit`` of them, sorted.
+
+        What a join's ack and a presence event need: in a large room the caller gets a count
+        and a capped list, without the whole room crossing to the worker."""
+
+    @abstractmethod
     async def rooms(self) -> list[tuple[str, int]]:
         """Every room with a live member anywhere, and its count of distinct users, by name."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -30,6 +31,10 @@ class MemoryPresence(Presence):
 
     async def online(self, room: str) -> list[str]:
         return sorted(self._rooms.get(room, {}))
+
+    async def snapshot(self, room: str, limit: int) -> tuple[int, list[str]]:
+        users = self._rooms.get(room, {})
+        return len(users), heapq.nsmallest(limit, users)
 
     async def rooms(self) -> list[tuple[str, int]]:
         return sorted(

@@ -60,6 +60,27 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms)
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
 )
+SNAPSHOT_SCRIPT = (
+    _NOW_MS
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms)
+local seen, users = {}, {}
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local cut = string.find(member, string.char(31), 1, true)
+  local user = cut and string.sub(member, 1, cut - 1) or member
+  if not seen[user] then
+    seen[user] = true
+    users[#users + 1] = user
+  end
+end
+table.sort(users)
+local names = {}
+for i = 1, math.min(tonumber(ARGV[1]), #users) do names[i] = users[i] end
+return {#users, names}
+"""
+)
+"""Distinct users and the first ``limit`` of them, counted and sorted in Redis: a join in a room
+of N costs the worker O(limit), not N members decoded, deduplicated and sorted in Python."""
 CLAIM_SCRIPT = """
 for i = 1, #KEYS do
   local holder = redis.call('GET', KEYS[i])
@@ -145,6 +166,7 @@ class RedisPresence(Presence):
         for name, source in (
             ("refresh", REFRESH_SCRIPT),
             ("members", MEMBERS_SCRIPT),
+            ("snapshot", SNAPSHOT_SCRIPT),
             ("count", COUNT_SCRIPT),
             ("claim", CLAIM_SCRIPT),
             ("release", RELEASE_SCRIPT),
@@ -257,14 +279,19 @@ class RedisPresence(Presence):
                 counts.append((key[len(head) :], len(users)))
         return counts
 
+    async def snapshot(self, room: str, limit: int) -> tuple[int, list[str]]:
+        count, names = await self._read("snapshot", self.room_key(room), max(limit, 0))
+        # Lua sorts with the server's collation; the order clients see is Python's, as online()'s.
+        return int(count), sorted(bytes(name).decode() for name in names)
+
     async def connections_of(self, user: str) -> int:
         return int(await self._read("count", self.user_key(user)))
 
-    async def _read(self, script: str, key: str) -> Any:
+    async def _read(self, script: str, key: str, *args: Any) -> Any:
         if self._client is None:
             raise BrokerUnavailable("presence not started")
         try:
-            return await self._scripts[script](keys=[key])
+            return await self._scripts[script](keys=[key], args=list(args))
         except UNAVAILABLE as error:
             raise BrokerUnavailable(f"presence: {error}") from error
 

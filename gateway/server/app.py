@@ -167,15 +167,10 @@ def _presence_api(app: FastAPI, node: Node) -> None:
         """Names whatever the room's size (the API is where a large room's names are read)."""
         _require_room(room)
         try:
-            online = await node.presence.online(room)
+            count, names = await node.presence.snapshot(room, limit)
         except BrokerUnavailable:
             raise HTTPException(503, "presence unavailable: broker unreachable") from None
-        return {
-            "room": room,
-            "count": len(online),
-            "online": online[:limit],
-            "truncated": len(online) > limit,
-        }
+        return {"room": room, "count": count, "online": names, "truncated": count > limit}
 
 
 def _require_room(room: str) -> None:

@@ -314,6 +314,23 @@ async def test_presence_lists_distinct_users_sorted(backend: Backend) -> None:
     assert await presence.online("lobby") == []
 
 
+async def test_a_snapshot_counts_distinct_users_and_names_the_first_sorted(
+    backend: Backend,
+) -> None:
+    presence = await backend.presence()
+    for n, user in enumerate(["zoe", "adam", "zoe", "émile", "bob", "adam"]):
+        await presence.add("big", user, f"c{n}")
+    assert await presence.snapshot("big", 1000) == (4, ["adam", "bob", "zoe", "émile"])
+    assert await presence.snapshot("big", 2) == (4, ["adam", "bob"])
+    assert await presence.snapshot("big", 0) == (4, [])
+    assert await presence.snapshot("empty", 5) == (0, [])
+    await presence.remove("big", "zoe", "c0")
+    assert await presence.snapshot("big", 0) == (4, []), "zoe's second tab is still there"
+    await presence.remove("big", "zoe", "c2")
+    assert await presence.snapshot("big", 9) == (3, ["adam", "bob", "émile"])
+    assert await presence.snapshot("big", 9) == (3, sorted(await presence.online("big")))
+
+
 async def test_presence_counts_connections_of_a_user(backend: Backend) -> None:
     presence = await backend.presence()
     assert await presence.connections_of("bob") == 0
