@@ -14,6 +14,7 @@ import contextlib
 import json
 import re
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -107,9 +108,12 @@ def say(page: Page, text: str) -> None:
     expect(lobby(page).locator(".msg .text", has_text=re.compile(f"^{text}$"))).to_have_count(1)
 
 
-def test_page_renews_its_token_and_outlives_the_first_one(open_chat: OpenChat) -> None:
-    endpoint = TokenEndpoint("alice")
-    sockets = Socket()
+@contextlib.contextmanager
+def alice_renewing(
+    open_chat: OpenChat, endpoint: TokenEndpoint, sockets: Socket
+) -> Iterator[tuple[Page, str]]:
+    """A gateway with auth on and alice's page on it, opened with a token that runs out within
+    the test and the token URL that ``endpoint`` answers; yields the page and that first token."""
 
     def setup(page: Page) -> None:
         endpoint.attach(page)
@@ -118,7 +122,13 @@ def test_page_renews_its_token_and_outlives_the_first_one(open_chat: OpenChat) -
     with start_gateway(env=ENV) as gateway:
         first = mint(SECRET, "alice", ttl=TTL)
         chat = open_chat(gateway.base_url, "alice", setup, path=f"/?token={first}&token_url=/token")
-        page = chat.page
+        yield chat.page, first
+
+
+def test_page_renews_its_token_and_outlives_the_first_one(open_chat: OpenChat) -> None:
+    endpoint = TokenEndpoint("alice")
+    sockets = Socket()
+    with alice_renewing(open_chat, endpoint, sockets) as (page, first):
         say(page, "with the first token")
 
         # Three renewals: each `refreshed` carries the new token's exp, later than the last.
@@ -148,15 +158,7 @@ def test_a_renewal_the_server_refuses_is_shown_and_the_old_expiry_stands(
     token from the URL before it connects."""
     endpoint = TokenEndpoint("mallory")
     sockets = Socket()
-
-    def setup(page: Page) -> None:
-        endpoint.attach(page)
-        sockets.attach(page)
-
-    with start_gateway(env=ENV) as gateway:
-        first = mint(SECRET, "alice", ttl=TTL)
-        chat = open_chat(gateway.base_url, "alice", setup, path=f"/?token={first}&token_url=/token")
-        page = chat.page
+    with alice_renewing(open_chat, endpoint, sockets) as (page, first):
         notices = lobby(page).locator(".notice.error", has_text="token was not renewed")
         expect(notices.first).to_contain_text("forbidden: the token is for another user")
         expect(page.locator("#status")).to_have_text("offline", timeout=TIMEOUT_MS)
