@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from gateway.disconnect import SLOW_CONSUMER
+from gateway.outbox import ClientGone, encode_text_frame
 from gateway.server.corking import CORK_LIMIT, FlushingTransport, TickFlusher, flusher_for
 
 if TYPE_CHECKING:
@@ -290,7 +291,10 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         if isinstance(headers, list):
             headers.clear()
 
-    def can_write(self) -> bool:
+    # The send side of the gateway's connection (gateway.outbox.FrameSink): the protocol is
+    # the sink itself, so a fan-out's write reaches it without a call in between.
+
+    def writable_now(self) -> bool:
         return (
             self.handshake_complete
             and not self.close_sent
@@ -299,7 +303,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             and (self._corked is None or len(self._corked) < CORK_LIMIT)
         )
 
-    def write_frame(self, data: bytes) -> None:
+    def write_now(self, data: bytes) -> None:
         """Cork the frame unless it is the socket's first of a tick on a loop that is not busy."""
         corked = self._corked
         self._frames_this_tick += 1
@@ -322,8 +326,18 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             self._raw_transport.write(corked)
         return frames
 
-    async def wait_writable(self) -> None:
+    async def send_text(self, payload: str) -> None:
         await self.writable.wait()
+        if self.gone:
+            raise ClientGone
+        self.write_now(encode_text_frame(payload))
+
+    async def close(self, code: int, reason: str) -> None:
+        self.close_now(code, reason)
+
+    def abort(self) -> bool:
+        self.transport.abort()
+        return True
 
     @property
     def gone(self) -> bool:

@@ -20,7 +20,7 @@ def _write_at_once(self: GatewayWebSocketProtocol, data: bytes) -> None:
 
 
 def install() -> None:
-    GatewayWebSocketProtocol.write_frame = _write_at_once  # type: ignore[method-assign]
+    GatewayWebSocketProtocol.write_now = _write_at_once  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":
