@@ -141,10 +141,11 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     _raw_transport: asyncio.Transport
     _flusher: TickFlusher
     _corked: bytearray | None = None
-    """None: nothing written this tick; else the frames held for the flush (a bytearray, which
-    the cyclic GC does not track: a container per recipient per message, alive until the next
-    tick, drove it into full collections, 100 ms stalls at 40k deliveries/s)."""
-    _frames_this_tick = 0
+    """None: nothing held; else the frames held for the flush (a bytearray, which the cyclic GC
+    does not track: a container per recipient per message, alive until the next tick, drove it
+    into full collections, 100 ms stalls at 40k deliveries/s)."""
+    _tick = -1
+    """The flusher's tick in which this socket last wrote a frame at once."""
     send_buffer_bytes = 0
     """Kernel send buffer per socket (SO_SNDBUF); 0 keeps the OS default.
 
@@ -162,8 +163,8 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(config, server_state, app_state, _loop)
         # uvicorn only calls put_nowait/get/empty and set/clear/is_set/wait on these.
         self.queue = ReceiveQueue()  # type: ignore[assignment]
-        self.writable = Flag()  # type: ignore[assignment]
-        self.writable.set()
+        self.writable = self._writable = Flag()  # type: ignore[assignment]
+        self._writable.set()  # _writable: the Flag's type, read by writable_now without a call
 
     @classmethod
     def configured(
@@ -299,32 +300,36 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             self.handshake_complete
             and not self.close_sent
             and not self.disconnected
-            and self.writable.is_set()
+            and self._writable._value
             and (self._corked is None or len(self._corked) < CORK_LIMIT)
         )
 
     def write_now(self, data: bytes) -> None:
         """Cork the frame unless it is the socket's first of a tick on a loop that is not busy."""
         corked = self._corked
-        self._frames_this_tick += 1
+        flusher = self._flusher
         if corked is not None:
             corked += data
-            return
-        flusher = self._flusher
-        flusher.enlist(self)
-        if flusher.busy:
+            flusher.combined = True
+        elif self._tick == flusher.tick:
             self._corked = bytearray(data)
+            flusher.combined = True
+            flusher.enlist(self)
+        elif flusher.busy:
+            self._corked = bytearray(data)
+            flusher.enlist(self)
         else:
+            self._tick = flusher.tick
+            if not flusher.scheduled:
+                flusher.schedule()
             self._raw_transport.write(data)
-            self._corked = bytearray()
 
-    def uncork(self) -> int:
-        corked, frames = self._corked, self._frames_this_tick
-        self._corked = None
-        self._frames_this_tick = 0
-        if corked and not self._raw_transport.is_closing():
-            self._raw_transport.write(corked)
-        return frames
+    def uncork(self) -> None:
+        corked = self._corked
+        if corked is not None:
+            self._corked = None
+            if not self._raw_transport.is_closing():
+                self._raw_transport.write(corked)
 
     async def send_text(self, payload: str) -> None:
         await self.writable.wait()
