@@ -68,10 +68,9 @@ class ClientGone(Exception):
 class FrameSink(Protocol):
     """The send side of one socket, as the transport layer provides it."""
 
-    def writable_now(self) -> bool:
-        """True when :meth:`write_now` would not grow an unbounded buffer."""
-
-    def write_now(self, data: bytes) -> None: ...
+    def write_now(self, data: bytes) -> bool:
+        """Write ``data`` now if the socket takes it without growing an unbounded buffer;
+        False: nothing was written (the outbox queues the frame for :meth:`send_text`)."""
 
     async def send_text(self, payload: str) -> None: ...
 
@@ -136,14 +135,12 @@ class Outbox:
         caller counts (the hub's fan-out once per broadcast, not once per recipient)."""
         if self.closing is not None:
             return False
-        if self._writer is None and not self._queue and self.sink.writable_now():
-            data = frame.wires.get(self.wire)
+        if self._writer is None and not self._queue:
+            data = frame.wires.get(self.wire) or frame.wire(self.wire)
             if data is None:
-                data = frame.wire(self.wire)
-                if data is None:
-                    return False
-            self.sink.write_now(data)
-            return True
+                return False
+            if self.sink.write_now(data):
+                return True
         payload = frame.payload(self.wire)
         if payload is None:
             return False

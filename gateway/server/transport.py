@@ -38,11 +38,8 @@ class AsgiSink:
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
 
-    def writable_now(self) -> bool:
+    def write_now(self, data: bytes) -> bool:
         return False
-
-    def write_now(self, data: bytes) -> None:
-        raise NotImplementedError
 
     async def send_text(self, payload: str) -> None:
         try:

@@ -164,7 +164,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         # uvicorn only calls put_nowait/get/empty and set/clear/is_set/wait on these.
         self.queue = ReceiveQueue()  # type: ignore[assignment]
         self.writable = self._writable = Flag()  # type: ignore[assignment]
-        self._writable.set()  # _writable: the Flag's type, read by writable_now without a call
+        self._writable.set()  # _writable: the Flag's type, read by write_now without a call
 
     @classmethod
     def configured(
@@ -295,20 +295,24 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     # The send side of the gateway's connection (gateway.outbox.FrameSink): the protocol is
     # the sink itself, so a fan-out's write reaches it without a call in between.
 
-    def writable_now(self) -> bool:
-        return (
+    def write_now(self, data: bytes) -> bool:
+        """Write or cork the frame, unless the socket is closing, the transport's buffer is
+        over its high-water mark, or this tick's cork is full (False: queue it).
+
+        A frame is corked unless it is the socket's first of a tick on a loop that is not busy.
+        """
+        if not (
             self.handshake_complete
             and not self.close_sent
             and not self.disconnected
             and self._writable._value
-            and (self._corked is None or len(self._corked) < CORK_LIMIT)
-        )
-
-    def write_now(self, data: bytes) -> None:
-        """Cork the frame unless it is the socket's first of a tick on a loop that is not busy."""
+        ):
+            return False
         corked = self._corked
         flusher = self._flusher
         if corked is not None:
+            if len(corked) >= CORK_LIMIT:
+                return False
             corked += data
             flusher.combined = True
         elif self._tick == flusher.tick:
@@ -323,6 +327,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             if not flusher.scheduled:
                 flusher.schedule()
             self._raw_transport.write(data)
+        return True
 
     def uncork(self) -> None:
         corked = self._corked
@@ -335,7 +340,10 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         await self.writable.wait()
         if self.gone:
             raise ClientGone
-        self.write_now(encode_text_frame(payload))
+        frame = encode_text_frame(payload)
+        if not self.write_now(frame):  # this tick's cork is full: it goes first
+            self.uncork()
+            self.write_now(frame)
 
     async def close(self, code: int, reason: str) -> None:
         self.close_now(code, reason)

@@ -45,12 +45,12 @@ class FakeSink:
         self.gone = False
         self.send_started = asyncio.Event()
 
-    def writable_now(self) -> bool:
-        return self.writable
-
-    def write_now(self, data: bytes) -> None:
+    def write_now(self, data: bytes) -> bool:
+        if not self.writable:
+            return False
         self.raw.append(data)
         self.written.append(frame_text(data))
+        return True
 
     async def send_text(self, payload: str) -> None:
         self.send_started.set()

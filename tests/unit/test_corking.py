@@ -111,25 +111,39 @@ async def test_an_abort_drops_the_cork_and_writes_nothing_after() -> None:
 
 
 async def test_a_full_cork_makes_the_socket_unwritable_until_flushed() -> None:
-    protocol, _ = _connected()
+    protocol, transport = _connected()
     big = encode_text_frame("x" * 1024)
-    protocol.write_now(big)
+    assert protocol.write_now(big)
     written = 0
-    while protocol.writable_now():
-        protocol.write_now(big)
+    while protocol.write_now(big):
         written += 1
         assert written <= CORK_LIMIT // len(big) + 1
     assert written >= CORK_LIMIT // len(big) - 1
     await _next_tick()
-    assert protocol.writable_now()
+    assert len(transport.writes) == 2
+    assert protocol.write_now(big)
+
+
+async def test_the_writers_frame_goes_out_behind_a_full_cork() -> None:
+    """The outbox's writer sends what the fast path could not: past the cork's limit it is
+    written after the held frames, never dropped and never ahead of them."""
+    protocol, transport = _connected()
+    big = encode_text_frame("x" * 1024)
+    sent = [big]
+    assert protocol.write_now(big)
+    while protocol.write_now(big):
+        sent.append(big)
+    await protocol.send_text("from the queue")
+    await _next_tick()
+    assert b"".join(transport.writes) == b"".join(sent) + encode_text_frame("from the queue")
 
 
 async def test_transport_back_pressure_makes_the_socket_unwritable() -> None:
     protocol, _ = _connected()
     protocol.pause_writing()
-    assert not protocol.writable_now()
+    assert not protocol.write_now(FRAMES[0])
     protocol.resume_writing()
-    assert protocol.writable_now()
+    assert protocol.write_now(FRAMES[0])
 
 
 async def test_after_a_tick_that_combined_frames_first_frames_wait_too_until_load_passes() -> None:
