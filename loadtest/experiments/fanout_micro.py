@@ -5,11 +5,14 @@ A node over the memory broker with ``--receivers`` sessions in the lobby, each b
 transport whose ``write`` does nothing, so the kernel's ``send()`` is left out. The driver calls
 the hub's fan-out (``Hub.deliver``) for ``--messages`` publications, ``--per-tick`` of them in
 each event-loop tick: 1 is the quiet path (40 msg/s: every frame is its socket's first of a
-tick), more is the corked full-rate path. It prints CPU µs per delivery; under
-``valgrind --tool=callgrind`` (with ``--messages`` small) the instruction count of the run is the
-figure that survives a noisy machine.
+tick), more is the corked full-rate path. It prints CPU µs per delivery; on a noisy machine
+the figure to compare is callgrind's instruction count: two runs that differ only in
+``--messages`` (10 and 60), their difference divided by 50 times ``--receivers``, leaves out the
+imports and connecting.
 
     python -m loadtest.experiments.fanout_micro --receivers 1000 --messages 2000
+    valgrind --tool=callgrind python -m loadtest.experiments.fanout_micro \
+        --receivers 200 --messages 60 --uvloop
 """
 
 from __future__ import annotations
