@@ -15,19 +15,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from websockets.frames import Frame, Opcode
-
 from gateway import metrics
 from gateway.disconnect import Disconnect
+from gateway.frames import ClientGone, encode_text_frame
 from gateway.protocol import WireFormat, encode_json, render_text
 
 MAX_BATCH_CHARS = 64 * 1024
 """A coalesced frame stays well under common client frame limits (websockets: 1 MiB)."""
-
-
-def encode_text_frame(payload: str) -> bytes:
-    """A server-to-client text frame: unmasked, so the same bytes serve every recipient."""
-    return Frame(Opcode.TEXT, payload.encode()).serialize(mask=False)
 
 
 class OutFrame:
@@ -59,10 +53,6 @@ class OutFrame:
             data = None if payload is None else encode_text_frame(payload)
             self.wires[wire] = data
             return data
-
-
-class ClientGone(Exception):
-    """The peer is gone; nothing more can be written."""
 
 
 class FrameSink(Protocol):

@@ -19,9 +19,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from gateway import disconnect, logs, metrics, tracing
 from gateway.admission import Admitted, Handshake, Refusal
 from gateway.disconnect import Disconnect
+from gateway.frames import ClientGone
 from gateway.identity import display_form, skeletons
 from gateway.node import Node
-from gateway.outbox import ClientGone, FrameSink, Outbox
+from gateway.outbox import FrameSink, Outbox
 from gateway.protocol import WireFormat, is_valid_user
 from gateway.server.httpguard import SECURITY_HEADER_MAP
 from gateway.server.wsprotocol import EXTENSION, GatewayWebSocketProtocol

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from gateway.disconnect import SLOW_CONSUMER
-from gateway.outbox import ClientGone, encode_text_frame
+from gateway.frames import ClientGone, encode_text_frame
 from gateway.server.corking import CORK_LIMIT, FlushingTransport, TickFlusher, flusher_for
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from gateway.broker import Envelope, room_channel
-from gateway.outbox import ClientGone
+from gateway.frames import ClientGone
 from tests.support.servers import scaled
 
 TRACE = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}

@@ -11,7 +11,7 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 from websockets.protocol import State
 
-from gateway.outbox import encode_text_frame
+from gateway.frames import encode_text_frame
 from gateway.server.corking import CORK_LIMIT
 from gateway.server.wsprotocol import GatewayWebSocketProtocol
 
