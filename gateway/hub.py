@@ -20,7 +20,7 @@ from gateway.broker import Broker, BrokerUnavailable, Envelope, room_channel, ro
 from gateway.disconnect import Disconnect
 from gateway.hooks import JOIN, Hooks
 from gateway.identity import skeletons
-from gateway.outbox import OutFrame
+from gateway.outbox import OutFrame, count_delivered
 from gateway.presence import USER_ROOM, Presence
 from gateway.presence_batch import Batch, PresenceBatcher
 from gateway.protocol import DEFAULT_ROOM, ErrorCode, ProtocolError
@@ -325,11 +325,13 @@ class Hub:
             return
         room = room_of(channel)
         frame = OutFrame(envelope.event, channel, envelope.seq)
+        written = 0
         with tracing.broadcast_span(self.broker, envelope, len(members)):
             started = time.perf_counter()
             for session in list(members):
-                session.deliver(frame, room)
+                written += session.deliver(frame, room)
             elapsed = time.perf_counter() - started
+        count_delivered(written)
         metrics.BROADCAST_DURATION.observe(elapsed)
         metrics.BROADCAST_RECIPIENTS.observe(len(members))
         metrics.DELIVERY_LATENCY.observe(max(time.time() - envelope.accepted_at, 0.0))
@@ -342,6 +344,7 @@ class Hub:
         if not members or room is None:
             return
         frames: dict[int, OutFrame | None] = {}
+        written = 0
         for session in list(members):
             cursor = session.rooms.get(room)
             after = max(cursor.presence_mark if cursor else 0, batch.first - 1)
@@ -350,7 +353,8 @@ class Hub:
                 frames[after] = None if event is None else OutFrame(event, channel)
             frame = frames[after]
             if frame is not None:
-                session.deliver(frame, room)
+                written += session.deliver(frame, room)
+        count_delivered(written)
         metrics.BROADCAST_RECIPIENTS.observe(len(members))
 
     # Idle connections

@@ -15,32 +15,27 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from websockets.frames import Frame, Opcode
-
 from gateway import metrics
 from gateway.disconnect import Disconnect
+from gateway.frames import ClientGone, encode_text_frame
 from gateway.protocol import WireFormat, encode_json, render_text
 
 MAX_BATCH_CHARS = 64 * 1024
 """A coalesced frame stays well under common client frame limits (websockets: 1 MiB)."""
 
 
-def encode_text_frame(payload: str) -> bytes:
-    """A server-to-client text frame: unmasked, so the same bytes serve every recipient."""
-    return Frame(Opcode.TEXT, payload.encode()).serialize(mask=False)
-
-
 class OutFrame:
     """One server event, encoded at most once per wire format however many receive it."""
 
-    __slots__ = ("_payloads", "_wires", "channel", "event", "seq")
+    __slots__ = ("_payloads", "channel", "event", "seq", "wires")
 
     def __init__(self, event: dict[str, Any], channel: str = "", seq: int = 0) -> None:
         self.event = event
         self.channel = channel
         self.seq = seq
         self._payloads: dict[WireFormat, str | None] = {}
-        self._wires: dict[WireFormat, bytes | None] = {}
+        self.wires: dict[WireFormat, bytes | None] = {}
+        """The frames encoded so far: the fan-out reads this first, one lookup and no call."""
 
     def payload(self, wire: WireFormat) -> str | None:
         try:
@@ -52,25 +47,20 @@ class OutFrame:
 
     def wire(self, wire: WireFormat) -> bytes | None:
         try:
-            return self._wires[wire]
+            return self.wires[wire]
         except KeyError:
             payload = self.payload(wire)
             data = None if payload is None else encode_text_frame(payload)
-            self._wires[wire] = data
+            self.wires[wire] = data
             return data
-
-
-class ClientGone(Exception):
-    """The peer is gone; nothing more can be written."""
 
 
 class FrameSink(Protocol):
     """The send side of one socket, as the transport layer provides it."""
 
-    def writable_now(self) -> bool:
-        """True when :meth:`write_now` would not grow an unbounded buffer."""
-
-    def write_now(self, data: bytes) -> None: ...
+    def write_now(self, data: bytes) -> bool:
+        """Write ``data`` now if the socket takes it without growing an unbounded buffer;
+        False: nothing was written (the outbox queues the frame for :meth:`send_text`)."""
 
     async def send_text(self, payload: str) -> None: ...
 
@@ -127,25 +117,32 @@ class Outbox:
 
     def offer(self, frame: OutFrame) -> None:
         """Write ``frame`` now when the socket takes it, else queue it for the writer task."""
+        if self.put(frame):
+            count_delivered(1)
+
+    def put(self, frame: OutFrame) -> bool:
+        """:meth:`offer` without counting: True when the frame was written at once, which the
+        caller counts (the hub's fan-out once per broadcast, not once per recipient)."""
         if self.closing is not None:
-            return
-        if self._writer is None and not self._queue and self.sink.writable_now():
-            data = frame.wire(self.wire)
-            if data is not None:
-                self.sink.write_now(data)
-                count_delivered(1)
-            return
+            return False
+        if self._writer is None and not self._queue:
+            data = frame.wires.get(self.wire) or frame.wire(self.wire)
+            if data is None:
+                return False
+            if self.sink.write_now(data):
+                return True
         payload = frame.payload(self.wire)
         if payload is None:
-            return
+            return False
         queue = self._queue
         if queue is None:
             queue = self._queue = deque()
         if len(queue) >= self.limit:
             self.on_overflow()
-            return
+            return False
         queue.append(payload)
         self._start_writer()
+        return False
 
     def close(self, disconnect: Disconnect, *, flush: bool) -> None:
         """Ask the writer to close after flushing what is queued (``flush``) or dropping it."""
@@ -221,6 +218,8 @@ class _DeliveryCount:
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def add(self, count: int) -> None:
+        if not count:
+            return
         if not self.pending:
             try:
                 loop = asyncio.get_running_loop()

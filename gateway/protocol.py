@@ -28,8 +28,13 @@ MAX_MESSAGE_ID: Final = 2**63
 
 
 class WireFormat(Enum):
+    """A connection's frame format. Hashed by identity: every recipient of a fan-out looks its
+    frame up by format, and ``Enum.__hash__`` is a Python call (members are singletons)."""
+
     TEXT = "text"
     JSON = "json"
+
+    __hash__ = object.__hash__
 
 
 class ErrorCode(StrEnum):

@@ -293,22 +293,22 @@ class Session:
 
     # Outbound
 
-    def deliver(self, frame: OutFrame, room: str | None) -> None:
-        """Called by the hub's fan-out for every local recipient; never awaits."""
+    def deliver(self, frame: OutFrame, room: str | None) -> bool:
+        """Called by the hub's fan-out for every local recipient; never awaits. True when the
+        frame was written at once: the hub counts those once per broadcast."""
         cursor = self.rooms.get(room) if room is not None else None
         if cursor is None or not frame.seq:
-            self.outbox.offer(frame)
-            return
+            return self.outbox.put(frame)
         if cursor.held is not None:
             if len(cursor.held) >= self.outbox.limit:
                 self._slow_consumer()  # held frames count against the send queue
-                return
+                return False
             cursor.held.append(frame)
-            return
+            return False
         if frame.seq <= cursor.last_seq:
-            return
+            return False
         cursor.last_seq = frame.seq
-        self.outbox.offer(frame)
+        return self.outbox.put(frame)
 
     def send(self, event: dict[str, Any]) -> None:
         self.outbox.offer(OutFrame(event))

@@ -39,11 +39,8 @@ TRACING = ("off", "unsampled", "sampled")
 
 
 class _DiscardSink:
-    def writable_now(self) -> bool:
+    def write_now(self, data: bytes) -> bool:
         return True
-
-    def write_now(self, data: bytes) -> None:
-        pass
 
     async def send_text(self, payload: str) -> None:
         pass

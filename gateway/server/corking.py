@@ -28,36 +28,48 @@ burst lands in the connection's bounded send queue, where a slow consumer is not
 
 
 class Corkable(Protocol):
-    def uncork(self) -> int:
-        """Write what is held; returns how many frames the connection got this tick."""
+    def uncork(self) -> None:
+        """Write what is held."""
 
 
 class TickFlusher:
-    """The connections corked in this tick, flushed by one loop callback for all of them."""
+    """The connections corked in this tick, flushed by one loop callback for all of them.
 
-    __slots__ = ("_corked", "_loop", "_scheduled", "busy")
+    A socket's first frame of a quiet tick is written at once and enlists nothing: the socket
+    notes the tick's number (``tick``), which the flush moves on, so the quiet path (one
+    broadcast per tick, 40 msg/s) costs no list entry, allocation or call per recipient.
+    """
+
+    __slots__ = ("_corked", "_loop", "busy", "combined", "scheduled", "tick")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._corked: list[Corkable] = []
-        self._scheduled = False
+        self.scheduled = False
+        self.tick = 0
+        """Moves on with every flush: a socket that wrote in this tick holds its next frames."""
         self.busy = False
         """Whether the last flush combined frames: if so, cork first frames too."""
+        self.combined = False
+        """Whether a socket got a second frame in this tick (the next tick is then busy)."""
+
+    def schedule(self) -> None:
+        """Flush once this tick is over (callers check ``scheduled`` first: it is hot)."""
+        self.scheduled = True
+        self._loop.call_soon(self._flush)
 
     def enlist(self, connection: Corkable) -> None:
         self._corked.append(connection)
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._flush)
+        if not self.scheduled:
+            self.schedule()
 
     def _flush(self) -> None:
-        self._scheduled = False
+        self.scheduled = False
+        self.tick += 1
+        self.busy, self.combined = self.combined, False
         corked, self._corked = self._corked, []
-        busy = False
         for connection in corked:
-            if connection.uncork() > 1:
-                busy = True
-        self.busy = busy
+            connection.uncork()
 
 
 _flushers: dict[asyncio.AbstractEventLoop, TickFlusher] = {}

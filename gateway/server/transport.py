@@ -19,43 +19,16 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from gateway import disconnect, logs, metrics, tracing
 from gateway.admission import Admitted, Handshake, Refusal
 from gateway.disconnect import Disconnect
+from gateway.frames import ClientGone
 from gateway.identity import display_form, skeletons
 from gateway.node import Node
-from gateway.outbox import ClientGone, FrameSink, Outbox, encode_text_frame
+from gateway.outbox import FrameSink, Outbox
 from gateway.protocol import WireFormat, is_valid_user
 from gateway.server.httpguard import SECURITY_HEADER_MAP
 from gateway.server.wsprotocol import EXTENSION, GatewayWebSocketProtocol
 from gateway.session import Session
 
 log = logging.getLogger("gateway.server.transport")
-
-
-class DirectSink:
-    """Writes through :class:`GatewayWebSocketProtocol`, bypassing a per-recipient ASGI send."""
-
-    __slots__ = ("protocol",)
-
-    def __init__(self, protocol: GatewayWebSocketProtocol) -> None:
-        self.protocol = protocol
-
-    def writable_now(self) -> bool:
-        return self.protocol.can_write()
-
-    def write_now(self, data: bytes) -> None:
-        self.protocol.write_frame(data)
-
-    async def send_text(self, payload: str) -> None:
-        await self.protocol.wait_writable()
-        if self.protocol.gone:
-            raise ClientGone
-        self.protocol.write_frame(encode_text_frame(payload))
-
-    async def close(self, code: int, reason: str) -> None:
-        self.protocol.close_now(code, reason)
-
-    def abort(self) -> bool:
-        self.protocol.transport.abort()
-        return True
 
 
 class AsgiSink:
@@ -66,11 +39,8 @@ class AsgiSink:
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
 
-    def writable_now(self) -> bool:
+    def write_now(self, data: bytes) -> bool:
         return False
-
-    def write_now(self, data: bytes) -> None:
-        raise NotImplementedError
 
     async def send_text(self, payload: str) -> None:
         try:
@@ -91,10 +61,11 @@ class AsgiSink:
         return False  # the ASGI interface has no way to cut a connection
 
 
-def _sink_for(websocket: WebSocket) -> DirectSink | AsgiSink:
+def _sink_for(websocket: WebSocket) -> GatewayWebSocketProtocol | AsgiSink:
+    """The gateway's protocol writes pre-encoded frames straight to its transport."""
     protocol = websocket.scope.get("extensions", {}).get(EXTENSION)
     if isinstance(protocol, GatewayWebSocketProtocol):
-        return DirectSink(protocol)
+        return protocol
     return AsgiSink(websocket)
 
 
@@ -144,8 +115,8 @@ async def serve_connection(websocket: WebSocket, node: Node, user: str | None) -
         await _refuse(websocket, disconnect.POLICY)
         return
     sink = _sink_for(websocket)
-    if isinstance(sink, DirectSink):
-        sink.protocol.hold_close_reply = True
+    if isinstance(sink, GatewayWebSocketProtocol):
+        sink.hold_close_reply = True
     outbox = Outbox(sink, wire, node.settings.send_queue)
     session = node.new_session(name, wire, outbox)
     session.may_join = admitted.may_join
@@ -202,7 +173,7 @@ async def _run(websocket: WebSocket, node: Node, session: Session, admitted: Adm
 
 def _close_reply(sink: FrameSink) -> Callable[[], None] | None:
     """What answers a client's close frame, held until the hub released the client's id."""
-    return sink.protocol.send_close_reply if isinstance(sink, DirectSink) else None
+    return sink.send_close_reply if isinstance(sink, GatewayWebSocketProtocol) else None
 
 
 async def _read_loop(websocket: WebSocket, session: Session) -> Disconnect:

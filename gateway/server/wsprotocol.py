@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from gateway.disconnect import SLOW_CONSUMER
+from gateway.frames import ClientGone, encode_text_frame
 from gateway.server.corking import CORK_LIMIT, FlushingTransport, TickFlusher, flusher_for
 
 if TYPE_CHECKING:
@@ -140,10 +141,11 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     _raw_transport: asyncio.Transport
     _flusher: TickFlusher
     _corked: bytearray | None = None
-    """None: nothing written this tick; else the frames held for the flush (a bytearray, which
-    the cyclic GC does not track: a container per recipient per message, alive until the next
-    tick, drove it into full collections, 100 ms stalls at 40k deliveries/s)."""
-    _frames_this_tick = 0
+    """None: nothing held; else the frames held for the flush (a bytearray, which the cyclic GC
+    does not track: a container per recipient per message, alive until the next tick, drove it
+    into full collections, 100 ms stalls at 40k deliveries/s)."""
+    _tick = -1
+    """The flusher's tick in which this socket last wrote a frame at once."""
     send_buffer_bytes = 0
     """Kernel send buffer per socket (SO_SNDBUF); 0 keeps the OS default.
 
@@ -161,8 +163,8 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(config, server_state, app_state, _loop)
         # uvicorn only calls put_nowait/get/empty and set/clear/is_set/wait on these.
         self.queue = ReceiveQueue()  # type: ignore[assignment]
-        self.writable = Flag()  # type: ignore[assignment]
-        self.writable.set()
+        self.writable = self._writable = Flag()  # type: ignore[assignment]
+        self._writable.set()  # _writable: the Flag's type, read by write_now without a call
 
     @classmethod
     def configured(
@@ -290,40 +292,65 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         if isinstance(headers, list):
             headers.clear()
 
-    def can_write(self) -> bool:
-        return (
+    # The send side of the gateway's connection (gateway.outbox.FrameSink): the protocol is
+    # the sink itself, so a fan-out's write reaches it without a call in between.
+
+    def write_now(self, data: bytes) -> bool:
+        """Write or cork the frame, unless the socket is closing, the transport's buffer is
+        over its high-water mark, or this tick's cork is full (False: queue it).
+
+        A frame is corked unless it is the socket's first of a tick on a loop that is not busy.
+        """
+        if not (
             self.handshake_complete
             and not self.close_sent
             and not self.disconnected
-            and self.writable.is_set()
-            and (self._corked is None or len(self._corked) < CORK_LIMIT)
-        )
-
-    def write_frame(self, data: bytes) -> None:
-        """Cork the frame unless it is the socket's first of a tick on a loop that is not busy."""
+            and self._writable._value
+        ):
+            return False
         corked = self._corked
-        self._frames_this_tick += 1
-        if corked is not None:
-            corked += data
-            return
         flusher = self._flusher
-        flusher.enlist(self)
-        if flusher.busy:
+        if corked is not None:
+            if len(corked) >= CORK_LIMIT:
+                return False
+            corked += data
+            flusher.combined = True
+        elif self._tick == flusher.tick:
             self._corked = bytearray(data)
+            flusher.combined = True
+            flusher.enlist(self)
+        elif flusher.busy:
+            self._corked = bytearray(data)
+            flusher.enlist(self)
         else:
+            self._tick = flusher.tick
+            if not flusher.scheduled:
+                flusher.schedule()
             self._raw_transport.write(data)
-            self._corked = bytearray()
+        return True
 
-    def uncork(self) -> int:
-        corked, frames = self._corked, self._frames_this_tick
-        self._corked = None
-        self._frames_this_tick = 0
-        if corked and not self._raw_transport.is_closing():
-            self._raw_transport.write(corked)
-        return frames
+    def uncork(self) -> None:
+        corked = self._corked
+        if corked is not None:
+            self._corked = None
+            if not self._raw_transport.is_closing():
+                self._raw_transport.write(corked)
 
-    async def wait_writable(self) -> None:
+    async def send_text(self, payload: str) -> None:
         await self.writable.wait()
+        if self.gone:
+            raise ClientGone
+        frame = encode_text_frame(payload)
+        if not self.write_now(frame):  # this tick's cork is full: it goes first
+            self.uncork()
+            self.write_now(frame)
+
+    async def close(self, code: int, reason: str) -> None:
+        self.close_now(code, reason)
+
+    def abort(self) -> bool:
+        self.transport.abort()
+        return True
 
     @property
     def gone(self) -> bool:

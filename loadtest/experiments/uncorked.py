@@ -15,12 +15,15 @@ from gateway.cli import main
 from gateway.server.wsprotocol import GatewayWebSocketProtocol
 
 
-def _write_at_once(self: GatewayWebSocketProtocol, data: bytes) -> None:
+def _write_at_once(self: GatewayWebSocketProtocol, data: bytes) -> bool:
+    if self.close_sent or self.disconnected or not self.writable.is_set():
+        return False
     self._raw_transport.write(data)
+    return True
 
 
 def install() -> None:
-    GatewayWebSocketProtocol.write_frame = _write_at_once  # type: ignore[method-assign]
+    GatewayWebSocketProtocol.write_now = _write_at_once  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":

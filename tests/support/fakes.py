@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from gateway.broker import Envelope, room_channel
-from gateway.outbox import ClientGone
+from gateway.frames import ClientGone
 from tests.support.servers import scaled
 
 TRACE = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
@@ -45,12 +45,12 @@ class FakeSink:
         self.gone = False
         self.send_started = asyncio.Event()
 
-    def writable_now(self) -> bool:
-        return self.writable
-
-    def write_now(self, data: bytes) -> None:
+    def write_now(self, data: bytes) -> bool:
+        if not self.writable:
+            return False
         self.raw.append(data)
         self.written.append(frame_text(data))
+        return True
 
     async def send_text(self, payload: str) -> None:
         self.send_started.set()

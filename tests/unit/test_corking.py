@@ -11,7 +11,7 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 from websockets.protocol import State
 
-from gateway.outbox import encode_text_frame
+from gateway.frames import encode_text_frame
 from gateway.server.corking import CORK_LIMIT
 from gateway.server.wsprotocol import GatewayWebSocketProtocol
 
@@ -67,7 +67,7 @@ FRAMES = [encode_text_frame(f"message {n}") for n in range(4)]
 async def test_first_frame_of_a_tick_is_written_at_once_the_rest_together_next_tick() -> None:
     protocol, transport = _connected()
     for frame in FRAMES:
-        protocol.write_frame(frame)
+        protocol.write_now(frame)
     assert transport.writes == [FRAMES[0]]
     await _next_tick()
     assert transport.writes == [FRAMES[0], b"".join(FRAMES[1:])]
@@ -76,7 +76,7 @@ async def test_first_frame_of_a_tick_is_written_at_once_the_rest_together_next_t
 async def test_a_quiet_socket_writes_every_frame_at_once() -> None:
     protocol, transport = _connected()
     for frame in FRAMES:
-        protocol.write_frame(frame)
+        protocol.write_now(frame)
         await _next_tick()
     assert transport.writes == FRAMES
 
@@ -84,7 +84,7 @@ async def test_a_quiet_socket_writes_every_frame_at_once() -> None:
 async def test_a_close_frame_goes_out_behind_corked_frames() -> None:
     protocol, transport = _connected()
     for frame in FRAMES:
-        protocol.write_frame(frame)
+        protocol.write_now(frame)
     protocol.close_now(1001, "going away")
     assert b"".join(transport.writes[:2]) == b"".join(FRAMES)
     assert transport.writes[2][:2] == b"\x88\x0c"  # the close frame: 1001 + reason
@@ -95,7 +95,7 @@ async def test_a_close_frame_goes_out_behind_corked_frames() -> None:
 async def test_the_servers_own_close_flushes_the_cork_before_the_socket_closes() -> None:
     protocol, transport = _connected()
     for frame in FRAMES:
-        protocol.write_frame(frame)
+        protocol.write_now(frame)
     protocol.transport.close()
     assert b"".join(transport.writes) == b"".join(FRAMES)
     assert transport.closing
@@ -104,45 +104,59 @@ async def test_the_servers_own_close_flushes_the_cork_before_the_socket_closes()
 async def test_an_abort_drops_the_cork_and_writes_nothing_after() -> None:
     protocol, transport = _connected()
     for frame in FRAMES:
-        protocol.write_frame(frame)
+        protocol.write_now(frame)
     protocol.transport.abort()
     await _next_tick()
     assert transport.writes == [FRAMES[0]]
 
 
 async def test_a_full_cork_makes_the_socket_unwritable_until_flushed() -> None:
-    protocol, _ = _connected()
+    protocol, transport = _connected()
     big = encode_text_frame("x" * 1024)
-    protocol.write_frame(big)
+    assert protocol.write_now(big)
     written = 0
-    while protocol.can_write():
-        protocol.write_frame(big)
+    while protocol.write_now(big):
         written += 1
         assert written <= CORK_LIMIT // len(big) + 1
     assert written >= CORK_LIMIT // len(big) - 1
     await _next_tick()
-    assert protocol.can_write()
+    assert len(transport.writes) == 2
+    assert protocol.write_now(big)
+
+
+async def test_the_writers_frame_goes_out_behind_a_full_cork() -> None:
+    """The outbox's writer sends what the fast path could not: past the cork's limit it is
+    written after the held frames, never dropped and never ahead of them."""
+    protocol, transport = _connected()
+    big = encode_text_frame("x" * 1024)
+    sent = [big]
+    assert protocol.write_now(big)
+    while protocol.write_now(big):
+        sent.append(big)
+    await protocol.send_text("from the queue")
+    await _next_tick()
+    assert b"".join(transport.writes) == b"".join(sent) + encode_text_frame("from the queue")
 
 
 async def test_transport_back_pressure_makes_the_socket_unwritable() -> None:
     protocol, _ = _connected()
     protocol.pause_writing()
-    assert not protocol.can_write()
+    assert not protocol.write_now(FRAMES[0])
     protocol.resume_writing()
-    assert protocol.can_write()
+    assert protocol.write_now(FRAMES[0])
 
 
 async def test_after_a_tick_that_combined_frames_first_frames_wait_too_until_load_passes() -> None:
     protocol, transport = _connected()
-    protocol.write_frame(FRAMES[0])
-    protocol.write_frame(FRAMES[1])
+    protocol.write_now(FRAMES[0])
+    protocol.write_now(FRAMES[1])
     await _next_tick()
     assert transport.writes == [FRAMES[0], FRAMES[1]]
 
-    protocol.write_frame(FRAMES[2])  # the loop is busy: even the first frame of a tick waits
+    protocol.write_now(FRAMES[2])  # the loop is busy: even the first frame of a tick waits
     assert transport.writes == [FRAMES[0], FRAMES[1]]
     await _next_tick()
     assert transport.writes[2:] == [FRAMES[2]]
 
-    protocol.write_frame(FRAMES[3])  # the last flush combined nothing: first frames go at once
+    protocol.write_now(FRAMES[3])  # the last flush combined nothing: first frames go at once
     assert transport.writes[3:] == [FRAMES[3]]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway import disconnect
+from gateway import disconnect, metrics
 from gateway.broker import BrokerUnavailable, History
 from gateway.node import Node
 from gateway.outbox import Outbox
@@ -54,6 +54,30 @@ async def test_broadcast_is_encoded_once_for_every_recipient(node: Node) -> None
     message = bob.events("message")[-1]
     assert (message["from"], message["text"], message["room"]) == ("alice", "hello", "lobby")
     assert int(message["id"]) > 0
+
+
+async def test_a_broadcast_counts_each_frame_written_in_one_update(node: Node) -> None:
+    """The fan-out counts what its recipients' sockets took, once per broadcast: a recipient
+    whose socket is full (queued, counted by its writer) or that is closing adds nothing."""
+    clients = [await connect(node, f"user{n}") for n in range(4)]
+    full = clients[2]
+    full.sink.writable = False
+    full.sink.unblocked.clear()
+    clients[3].session.close(disconnect.ABUSE)
+    await asyncio.sleep(0)
+    before = delivered()
+    await clients[0].say('{"type":"message","text":"hello"}')
+    await asyncio.sleep(0)
+    assert delivered() == before + 2
+    assert clients[1].events("message")[-1]["text"] == "hello"
+    full.sink.unblocked.set()
+    assert full.outbox.writer is not None
+    await asyncio.wait_for(full.outbox.writer, 5)
+    assert delivered() == before + 3
+
+
+def delivered() -> float:
+    return float(metrics.MESSAGES_DELIVERED._value.get())
 
 
 async def test_every_connection_starts_in_the_lobby_with_presence(node: Node) -> None:

@@ -52,6 +52,20 @@ def test_the_lint_fails_a_framework_import_outside_the_server_layer(statement: s
     assert "TID251" not in server.stdout, server.stdout
 
 
+def test_the_gunicorn_master_does_not_import_prometheus_client() -> None:
+    """gunicorn builds each worker's class in the master before the fork, and its ``__init__``
+    reads the uvicorn options, hence the WebSocket protocol: a prometheus_client imported
+    there, before multiprocess mode is set up, kept the workers' gauges out of the exposition
+    (``gateway_broker_up`` read 0 with Redis up)."""
+    master = "gateway.server.gunicorn_conf, gateway.server.worker, gateway.server.options"
+    code = f"import sys, {master}; print(sorted(m for m in sys.modules if 'prometheus' in m))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_only_the_server_layer_imports_the_frameworks() -> None:
     graph = grimp.build_graph("gateway", include_external_packages=True)
     offenders = {
