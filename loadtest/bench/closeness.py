@@ -34,7 +34,8 @@ in-memory worker; the idle budget is ``IDLE_KIB_BUDGET`` KiB per connection."""
 
 
 async def run_closeness(bench: Bench) -> None:
-    """The runs every closeness target needs; a failed group is recorded, the others run."""
+    """The runs every closeness target needs. A failed run is recorded and its round goes on
+    (its ratios then come from the other rounds' figures); a failed group, the next one runs."""
     o = bench.opts
     targets = bench.targets()
     full = Load(**{**asdict(o.load), "rate": None})
@@ -44,18 +45,44 @@ async def run_closeness(bench: Bench) -> None:
         full_runs.append((f"gateway-workers{o.workers}", bench.redis_run(full, o.workers)))
     fixed_runs = [(f"{t}-latency", bench.chat_run(t, fixed)) for t in targets]
     steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
-        ("fanout", lambda: bench.repeated(full_runs, "cpu", o.repeat)),
-        ("latency", lambda: bench.repeated(fixed_runs, "p99", o.repeat)),
+        ("fanout", lambda: bench.repeated(kept(bench, full_runs), "cpu", o.repeat)),
+        ("latency", lambda: bench.repeated(kept(bench, fixed_runs), "p99", o.repeat)),
         ("idle", bench.idle),
     ]
     for name, step in steps:
         try:
             await step()
         except Exception as exc:  # one failed group must not hide the others
-            lines = [line for line in str(exc).splitlines() if line.strip()] or [""]
-            bench.failures[name] = f"{type(exc).__name__}: {lines[0]}"[:400]
+            bench.failures[name] = why(exc)
             print(f"closeness {name} failed: {bench.failures[name]}", flush=True)
     bench.meta["closeness"] = [asdict(row) for row in closeness_rows(bench.results, bench.rounds)]
+
+
+Run = Callable[[str], Awaitable[Result]]
+
+
+def kept(bench: Bench, runs: list[tuple[str, Run]]) -> list[tuple[str, Run]]:
+    """The runs, each returning an empty Result (no figures: never the median) when it fails."""
+
+    def keep(run: Run) -> Run:
+        async def attempt(label: str) -> Result:
+            try:
+                return await run(label)
+            except Exception as exc:  # the seed at N=1000 on a busy host may time out
+                bench.failures[label] = why(exc)
+                print(f"closeness {label} failed: {bench.failures[label]}", flush=True)
+                failed = Result(label=label, server=label.split("-")[0], scenario="chat", load="")
+                failed.notes.append(f"failed: {bench.failures[label]}")
+                return failed
+
+        return attempt
+
+    return [(label, keep(run)) for label, run in runs]
+
+
+def why(exc: Exception) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()] or [""]
+    return f"{type(exc).__name__}: {lines[0]}"[:400]
 
 
 @dataclass
@@ -87,9 +114,9 @@ def cpu_with_broker(r: Result) -> float | None:
 
 
 def figure(results: dict[str, Result], rounds: Rounds, key: str, metric: Metric) -> float | None:
-    """A run's figure: the median over its rounds when it had several, else the run's own."""
+    """A run's figure: the median over the rounds that have it, else the run's own."""
     values = sorted(v for v in (metric(x) for x in rounds.get(key, [])) if v is not None)
-    if len(values) >= 2:
+    if values:
         mid = len(values) // 2
         return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
     run = results.get(key)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from loadtest.bench.cli import parse_args
-from loadtest.bench.closeness import closeness_rows, closeness_table, cpu_with_broker
+from loadtest.bench.closeness import closeness_rows, closeness_table, cpu_with_broker, kept
 from loadtest.bench.model import Result
+from loadtest.bench.scenarios import Bench
 
 
 def run(label: str, cpu_us: float, p99: float = 5.0, broker_s: float | None = None) -> Result:
@@ -56,6 +57,26 @@ def test_the_workers_target_counts_redis_cpu_against_one_in_memory_worker() -> N
     assert workers.ratio == pytest.approx(3.5 / 2.5)
     assert workers.met is False  # 1.4x > 1.3x
     assert workers.to_bun == pytest.approx(3.5)  # median of 3.5, 1.75, 3.5
+
+
+async def test_a_failed_run_is_recorded_and_the_other_rounds_give_the_ratio() -> None:
+    bench = Bench(parse_args(["--scenario", "closeness", "--repeat", "3"]))
+    seed_cpu = iter([8.0, None, 12.0])
+
+    async def seed(label: str) -> Result:
+        cpu = next(seed_cpu)
+        if cpu is None:
+            raise ConnectionError("could not connect")
+        return run(label, cpu)
+
+    async def gateway(label: str) -> Result:
+        return run(label, 2.0)
+
+    runs = kept(bench, [("seed-fanout", seed), ("gateway-fanout", gateway)])
+    await bench.repeated(runs, "cpu", 3)
+    assert bench.failures == {"seed-fanout#2": "ConnectionError: could not connect"}
+    (row,) = closeness_rows(bench.results, bench.rounds)
+    assert row.to_seed == pytest.approx(2.0 / 10.0)  # the seed's median over the rounds it ran
 
 
 def test_single_runs_are_compared_by_their_figures_and_absent_runs_leave_no_row() -> None:
