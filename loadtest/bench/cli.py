@@ -20,6 +20,7 @@ from typing import Any
 import loadtest.bench
 from loadtest import procstat
 from loadtest.bench.closeness import closeness_table, run_closeness
+from loadtest.bench.closeness_report import CLOSENESS_BEGIN, CLOSENESS_END, render_closeness
 from loadtest.bench.model import (
     PRESETS,
     SCENARIOS,
@@ -288,6 +289,11 @@ def rerender(opts: Options) -> int:
         bench.results[key] = Result(**raw)
     for key, raws in data.get("rounds", {}).items():
         bench.rounds[key] = [Result(**raw) for raw in raws]
+    if saved.scenario == "closeness":
+        block = render_closeness(data, bench.results, bench.rounds)
+        write_results_md(opts.results_md, block, CLOSENESS_BEGIN, CLOSENESS_END)
+        print(f"wrote {opts.results_md} (closeness block) from {opts.render_from}")
+        return 0
     if saved.scenario == "storm":
         for key, raw in data.get("storms", {}).items():
             bench.storms[key] = StormResult.from_dict(raw)
@@ -359,6 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     if opts.scenario == "storm":
         write_storm_block(bench, raw, opts.results_md)
         print(f"wrote {opts.results_md} (storm block)")
+    if opts.scenario == "closeness":
+        block = render_closeness(raw, bench.results, bench.rounds)
+        write_results_md(opts.results_md, block, CLOSENESS_BEGIN, CLOSENESS_END)
+        print(f"wrote {opts.results_md} (closeness block)")
     if opts.scenario == "all":
         write_results_md(opts.results_md, render(bench, started, elapsed, busy))
         print(f"wrote {opts.results_md}")

@@ -17,6 +17,7 @@ from loadtest.bench.chat import run_chat
 from loadtest.bench.idle import deflate_offer_accepted, move_to_own_room, run_idle
 from loadtest.bench.model import Load, Options, Result, median_run, preset_load
 from loadtest.bench.storm import StormConfig, StormResult, run_storm
+from loadtest.bun import pinned_version
 from loadtest.servers import Server, attach, start_bun, start_gateway, start_redis, start_seed
 from loadtest.wsgen import WSClient
 
@@ -46,6 +47,8 @@ class Bench:
             start = start_seed if target == "seed" else start_bun
             ref = start(self.opts.server_core, label=label)
             self.meta.setdefault("servers", {})[label.split("#")[0]] = ref.command
+            if target == "bun":
+                self.meta["bun_version"] = pinned_version()
             return ref
         extra = dict(env)
         if redis or (redis is None and workers > 1):

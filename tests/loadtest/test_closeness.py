@@ -1,12 +1,18 @@
-"""Issue 19's targets table (``--scenario closeness``) from made-up runs, and the arguments that
-choose its servers and its Redis: ratios to Bun, to one in-memory worker and to the seed."""
+"""Issue 19's targets table (``--scenario closeness``) from made-up runs — ratios to Bun, to one
+in-memory worker and to the seed — its RESULTS.md block, and the arguments that choose its
+servers and its Redis."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
+from pathlib import Path
+
 import pytest
 
-from loadtest.bench.cli import parse_args
+from loadtest.bench.cli import main, parse_args
 from loadtest.bench.closeness import closeness_rows, closeness_table, cpu_with_broker, kept
+from loadtest.bench.closeness_report import CLOSENESS_BEGIN, CLOSENESS_END
 from loadtest.bench.model import Result
 from loadtest.bench.scenarios import Bench
 
@@ -140,3 +146,37 @@ def test_an_unknown_or_repeated_target_is_refused(
     with pytest.raises(SystemExit):
         parse_args(["--target", bad])
     assert "at most once" in capsys.readouterr().err
+
+
+def test_render_from_rewrites_only_the_closeness_block(tmp_path: Path) -> None:
+    results, rounds = three_rounds()
+    raw = tmp_path / "closeness.json"
+    raw.write_text(
+        json.dumps(
+            {
+                "command": "python -m loadtest.bench --scenario closeness --repeat 3",
+                "started_utc": "2026-12-06 02:00",
+                "loadavg": "0.12 0.30 0.40 1/200 1",
+                "meta": {"bun_version": "1.4.5", "servers": {"bun-fanout": ["bun", "s.ts"]}},
+                "results": {k: asdict(v) for k, v in results.items()},
+                "rounds": {k: [asdict(x) for x in v] for k, v in rounds.items()},
+                "failures": {"seed-latency#2": "ConnectionError: could not connect"},
+                "elapsed_s": 540.0,
+            }
+        )
+    )
+    md = tmp_path / "RESULTS.md"
+    old = f"{CLOSENESS_BEGIN}\nold figures\n{CLOSENESS_END}"
+    md.write_text(f"# Results\n\nkept\n\n{old}\n\nkept too\n")
+    assert main(["--render-from", str(raw), "--results-md", str(md)]) == 0
+    text = md.read_text()
+    block = text[text.index(CLOSENESS_BEGIN) : text.index(CLOSENESS_END)]
+    assert "old figures" not in text
+    assert text.startswith("# Results\n\nkept\n\n")
+    assert text.endswith("\n\nkept too\n")
+    assert "load average before: 0.12 0.30 0.40" in block
+    assert "bun 1.4.5" in block
+    assert "| CPU per delivery, full rate | 2.50 µs" in block
+    assert "- failed: seed-latency#2: ConnectionError: could not connect" in block
+    assert main(["--render-from", str(raw), "--results-md", str(md)]) == 0
+    assert md.read_text() == text  # the same block every time
