@@ -23,8 +23,8 @@ connection; and the generator's own CPU so a reader can see whether it saturated
 
 The package, one concern a module: ``model`` (what a run is given and what it measured),
 ``chat`` and ``idle`` (one measured run against one server), ``scenarios`` (which servers and
-runs a scenario makes), ``closeness`` (issue 19's runs and targets table), ``targets`` and
-``report`` (RESULTS.md's generated block), ``plots``
-(its figures as PNGs in loadtest/plots/), ``readback`` (the block's figures read back, for the
-plots when a run's raw JSON is gone), ``cli``.
+runs a scenario makes), ``closeness`` and ``closeness_report`` (issue 19's runs, targets table
+and RESULTS.md block), ``targets`` and ``report`` (RESULTS.md's generated block), ``plots`` (its
+figures as PNGs in loadtest/plots/), ``readback`` (the block's figures read back, for the plots
+when a run's raw JSON is gone), ``cli``.
 """
