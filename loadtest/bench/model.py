@@ -147,7 +147,9 @@ def median_run(results: list[Result], by: str = "p99") -> Result:
         return v if v is not None else float("inf")
 
     ranked = sorted(results, key=value)
-    chosen = ranked[(len(ranked) - 1) // 2]
+    # A round that measured nothing (a failed run) is never the median while another has figures.
+    measured = [r for r in ranked if value(r) != float("inf")] or ranked
+    chosen = measured[(len(measured) - 1) // 2]
     ratios = [r.delivered_ratio for r in results if r.delivered_ratio is not None]
     merged = Result(**{**asdict(chosen), "notes": list(chosen.notes)})
     merged.label = chosen.label.split("#")[0]

@@ -81,6 +81,7 @@ async def test_a_failed_run_is_recorded_and_the_other_rounds_give_the_ratio() ->
     runs = kept(bench, [("seed-fanout", seed), ("gateway-fanout", gateway)])
     await bench.repeated(runs, "cpu", 3)
     assert bench.failures == {"seed-fanout#2": "ConnectionError: could not connect"}
+    assert bench.results["seed-fanout"].cpu_us_per_delivery == 8.0  # of the two that ran
     (row,) = closeness_rows(bench.results, bench.rounds)
     assert row.to_seed == pytest.approx(2.0 / 10.0)  # the seed's median over the rounds it ran
 
