@@ -216,7 +216,7 @@ def start_redis(core: str | None = "0", label: str = "redis") -> Server:
         raise RuntimeError("redis-server is not installed (scripts/ensure-redis.sh installs it)")
     port = free_port()
     cmd = [*_pin(core), binary, "--bind", "127.0.0.1", "--port", str(port)]
-    cmd += ["--save", "", "--appendonly", "no", "--loglevel", "warning"]
+    cmd += ["--save", "", "--appendonly", "no", "--dir", str(RESULTS_DIR), "--loglevel", "warning"]
     server = _spawn(label, "redis", cmd, dict(os.environ), port)
     deadline = time.monotonic() + 15.0
     while not _redis_pongs(port):

@@ -113,6 +113,13 @@ def cpu_with_broker(r: Result) -> float | None:
     return (r.server_cpu_s + (r.broker_cpu_s or 0.0)) / r.deliveries * 1e6
 
 
+SERVERS = ("gateway", "bun", "seed")
+
+
+def delivered_per_s(r: Result) -> float | None:
+    return r.deliveries_per_s or None  # a failed run delivered nothing: no figure
+
+
 def figure(results: dict[str, Result], rounds: Rounds, key: str, metric: Metric) -> float | None:
     """A run's figure: the median over the rounds that have it, else the run's own."""
     values = sorted(v for v in (metric(x) for x in rounds.get(key, [])) if v is not None)
@@ -152,11 +159,8 @@ def vs_bun_row(
     if gw not in r or not (f"bun-{group}" in r or f"seed-{group}" in r):
         return None
     verdict, per_round = ratio(r, rounds, (f"bun-{group}", metric), (gw, metric))
-    rates = ", ".join(
-        f"{t} {r[f'{t}-{group}'].deliveries_per_s:,.0f}/s"
-        for t in ("gateway", "bun", "seed")
-        if f"{t}-{group}" in r
-    )
+    per_s = {t: figure(r, rounds, f"{t}-{group}", delivered_per_s) for t in SERVERS}
+    rates = ", ".join(f"{t} {v:,.0f}/s" for t, v in per_s.items() if v is not None)
     return TargetRow(
         name=name,
         unit=unit,
