@@ -1,4 +1,5 @@
-"""Start, pin, measure and stop the servers under test (the seed baseline and the gateway)."""
+"""Start, pin, measure and stop the servers under test (the seed baseline, Bun's pub/sub as the
+reference, the gateway) and the private redis-server a Redis run measures with them."""
 
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ from typing import IO, Literal
 from urllib.parse import urlsplit
 
 from loadtest import procstat
+from loadtest.bun import SERVER_SCRIPT, bun_binary
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "loadtest" / "results"
 
 WireFormat = Literal["json", "text"]
+Kind = Literal["seed", "bun", "gateway", "redis", "attached"]
 
 # What every benchmark run of the gateway sets: no rate limit (the runs measure fan-out), no
 # idle close, heartbeats out of the way, a short drain so teardown is quick.
@@ -40,7 +43,7 @@ class Server:
     """A server under test: its address, wire format and the processes to measure."""
 
     label: str
-    kind: Literal["seed", "gateway", "attached"]
+    kind: Kind
     host: str
     port: int
     wire: WireFormat
@@ -49,6 +52,7 @@ class Server:
     log_path: Path | None = None
     command: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    url: str = ""
     _log: IO[bytes] | None = None
 
     def pids(self) -> list[int]:
@@ -62,7 +66,7 @@ class Server:
 
     def chat_path(self, client_id: str) -> str:
         """The chat endpoint for ``client_id`` in this server's wire format."""
-        if self.kind != "seed" and self.wire == "text":
+        if self.kind not in ("seed", "bun") and self.wire == "text":
             return f"/ws/{client_id}?format=text"
         return f"/ws/{client_id}"
 
@@ -133,9 +137,7 @@ def _preexec() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _spawn(
-    label: str, kind: Literal["seed", "gateway"], cmd: list[str], env: dict[str, str], port: int
-) -> Server:
+def _spawn(label: str, kind: Kind, cmd: list[str], env: dict[str, str], port: int) -> Server:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     log_path = RESULTS_DIR / f"{label}.log"
     log = log_path.open("wb")
@@ -149,7 +151,7 @@ def _spawn(
         start_new_session=True,
         preexec_fn=_preexec,
     )
-    wire: WireFormat = "text" if kind == "seed" else "json"
+    wire: WireFormat = "json" if kind == "gateway" else "text"
     return Server(
         label=label,
         kind=kind,
@@ -194,6 +196,46 @@ def start_seed(core: str | None = "0", label: str = "seed") -> Server:
     server = _spawn(label, "seed", cmd, dict(os.environ), port)
     _wait_ready(server, "/", 30.0)
     return server
+
+
+def start_bun(core: str | None = "0", label: str = "bun") -> Server:
+    """Bun's pub/sub speaking the seed's frames (loadtest/bun/server.ts); the pinned Bun is
+    installed on first use (loadtest/bun/__init__.py)."""
+    port = free_port()
+    cmd = [*_pin(core), str(bun_binary()), str(SERVER_SCRIPT), "127.0.0.1", str(port)]
+    server = _spawn(label, "bun", cmd, dict(os.environ), port)
+    _wait_ready(server, "/", 30.0)
+    return server
+
+
+def start_redis(core: str | None = "0", label: str = "redis") -> Server:
+    """A private redis-server on a free loopback port, no persistence, pinned like the workers
+    so its CPU is counted with theirs (``Server.url`` is the broker URL)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (scripts/ensure-redis.sh installs it)")
+    port = free_port()
+    cmd = [*_pin(core), binary, "--bind", "127.0.0.1", "--port", str(port)]
+    cmd += ["--save", "", "--appendonly", "no", "--dir", str(RESULTS_DIR), "--loglevel", "warning"]
+    server = _spawn(label, "redis", cmd, dict(os.environ), port)
+    deadline = time.monotonic() + 15.0
+    while not _redis_pongs(port):
+        exited = server.popen is not None and server.popen.poll() is not None
+        if exited or time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError(f"{label} did not answer PING:\n{server.log_tail()}")
+        time.sleep(0.05)
+    server.url = f"redis://127.0.0.1:{port}/0"
+    return server
+
+
+def _redis_pongs(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 def gateway_command() -> list[str]:

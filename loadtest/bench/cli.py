@@ -19,9 +19,13 @@ from typing import Any
 
 import loadtest.bench
 from loadtest import procstat
+from loadtest.bench.closeness import closeness_table, run_closeness
+from loadtest.bench.closeness_report import CLOSENESS_BEGIN, CLOSENESS_END, render_closeness
 from loadtest.bench.model import (
     PRESETS,
     SCENARIOS,
+    SERVER_KINDS,
+    SHARED_REDIS_URL,
     STORM_RUNS,
     Load,
     Options,
@@ -65,7 +69,8 @@ def options(a: argparse.Namespace, argv: list[str] | None) -> Options:
         room=a.room,
         connect_concurrency=a.connect_concurrency,
     )
-    targets = ["seed", "gateway"] if a.target == "both" else [a.target]
+    default_targets = ["seed", "bun", "gateway"] if scenario == "closeness" else ["seed", "gateway"]
+    targets: list[str] = a.target or default_targets
     if scenario == "workers":
         targets = ["gateway"]
     env: dict[str, str] = {}
@@ -82,13 +87,16 @@ def options(a: argparse.Namespace, argv: list[str] | None) -> Options:
         server_core=a.server_core if pin else None,
         gen_core=a.gen_core if pin else None,
         idle_connections=a.idle_connections or default_idle_connections(),
-        idle_seconds=a.idle_seconds,
+        idle_seconds=a.idle_seconds
+        if a.idle_seconds is not None
+        else (3.0 if scenario == "closeness" else 10.0),
         idle_room_each=not a.idle_in_lobby,
         repeat=a.repeat,
         experiments=a.experiments,
         gateway_command=shlex.split(a.gateway_command) if a.gateway_command else None,
         workers=a.workers,
-        redis_url=a.redis_url,
+        redis_url=a.redis_url or SHARED_REDIS_URL,
+        private_redis=a.redis_url is None,
         send_queue=a.send_queue,
         gateway_env=env,
         json_out=a.json,
@@ -109,12 +117,30 @@ def what_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--scenario", choices=SCENARIOS, default="fanout")
     ap.add_argument(
         "--target",
-        choices=("both", "seed", "gateway"),
-        default="both",
-        help="which servers to start (default: the seed baseline and the gateway)",
+        type=target_list,
+        default=None,
+        metavar="SERVERS",
+        help="which servers to start, comma-separated from seed, bun (Bun's pub/sub, the "
+        "reference) and gateway, interleaved in that order; 'both' = seed,gateway (the default), "
+        "'all' = seed,bun,gateway (the default of --scenario closeness)",
     )
     ap.add_argument("--attach", metavar="URL", help="measure an already running server instead")
     ap.add_argument("--wire", choices=("json", "text"), default="json")
+
+
+def target_list(text: str) -> list[str]:
+    """``--target``: 'both', 'all', or servers by name ('bun,gateway'), each once."""
+    if text == "both":
+        return ["seed", "gateway"]
+    if text == "all":
+        return list(SERVER_KINDS)
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    unknown = sorted(set(names) - set(SERVER_KINDS))
+    if unknown or not names or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: name each of {', '.join(SERVER_KINDS)} at most once (or 'both', 'all')"
+        )
+    return names
 
 
 def load_args(ap: argparse.ArgumentParser) -> None:
@@ -141,7 +167,12 @@ def idle_args(ap: argparse.ArgumentParser) -> None:
         default=None,
         help="idle run size (default 20000, or what the open-file hard limit allows)",
     )
-    ap.add_argument("--idle-seconds", type=float, default=10.0)
+    ap.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=None,
+        help="seconds the idle connections stay quiet (default 10; 3 in closeness)",
+    )
     ap.add_argument(
         "--idle-in-lobby",
         action="store_true",
@@ -210,7 +241,12 @@ def server_args(ap: argparse.ArgumentParser) -> None:
         help="with --scenario all: also run loadtest/experiments (gateway variants)",
     )
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    ap.add_argument(
+        "--redis-url",
+        default=None,
+        help="a Redis to share (workers, storm); without it workers and closeness start a "
+        f"private redis-server per run pinned with the workers (storm: {SHARED_REDIS_URL})",
+    )
     ap.add_argument("--send-queue", type=int, default=None, help="GATEWAY_SEND_QUEUE")
     ap.add_argument(
         "--gateway-env", action="append", default=[], metavar="K=V", help="extra env var"
@@ -253,6 +289,11 @@ def rerender(opts: Options) -> int:
         bench.results[key] = Result(**raw)
     for key, raws in data.get("rounds", {}).items():
         bench.rounds[key] = [Result(**raw) for raw in raws]
+    if saved.scenario == "closeness":
+        block = render_closeness(data, bench.results, bench.rounds)
+        write_results_md(opts.results_md, block, CLOSENESS_BEGIN, CLOSENESS_END)
+        print(f"wrote {opts.results_md} (closeness block) from {opts.render_from}")
+        return 0
     if saved.scenario == "storm":
         for key, raw in data.get("storms", {}).items():
             bench.storms[key] = StormResult.from_dict(raw)
@@ -313,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(opts)
     bench.meta["gateway_source"] = git_describe()
     with event_loop_runner() as runner:
-        runner.run(bench.run())
+        runner.run(run_closeness(bench) if opts.scenario == "closeness" else bench.run())
     elapsed = time.monotonic() - t0
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     out = opts.json_out or RESULTS_DIR / f"{started.replace(' ', 'T')}-{opts.scenario}.json"
@@ -324,12 +365,19 @@ def main(argv: list[str] | None = None) -> int:
     if opts.scenario == "storm":
         write_storm_block(bench, raw, opts.results_md)
         print(f"wrote {opts.results_md} (storm block)")
+    if opts.scenario == "closeness":
+        block = render_closeness(raw, bench.results, bench.rounds)
+        write_results_md(opts.results_md, block, CLOSENESS_BEGIN, CLOSENESS_END)
+        print(f"wrote {opts.results_md} (closeness block)")
     if opts.scenario == "all":
         write_results_md(opts.results_md, render(bench, started, elapsed, busy))
         print(f"wrote {opts.results_md}")
         draw_plots(opts.results_md, bench, caption(started, procstat.machine()))
-    for row in targets_table(bench.results, bench.rounds):
-        print(row)
+    if opts.scenario != "closeness":  # its own table below says the same against Bun
+        for row in targets_table(bench.results, bench.rounds):
+            print(row)
+    for line in closeness_table(bench.results, bench.rounds):
+        print(line)
     return 0
 
 

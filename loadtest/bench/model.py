@@ -13,7 +13,10 @@ from typing import Any
 
 from loadtest.servers import WireFormat
 
-SCENARIOS = ("fanout", "latency", "stalled", "idle", "workers", "storm", "all")
+SCENARIOS = ("fanout", "latency", "stalled", "idle", "workers", "storm", "closeness", "all")
+
+SERVER_KINDS = ("seed", "bun", "gateway")
+"""What ``--target`` can start: the seed baseline, Bun's pub/sub (the reference), the gateway."""
 
 STORM_RUNS = ("single", "baseline", "fleet")
 
@@ -27,7 +30,16 @@ PRESETS: dict[str, dict[str, str | int | float]] = {
                 "warmup": 1.0, "msg_bytes": 900},
     "workers": {"subscribers": 1000, "publishers": 10, "rate": "max", "duration": 10.0,
                 "warmup": 3.0, "msg_bytes": 64},
+    # Issue 19's targets in one invocation: full rate, then 40 msg/s (CLOSENESS_RATE), shorter
+    # windows than the single scenarios' so that three servers in --repeat rounds fit ~10 min.
+    "closeness": {"subscribers": 1000, "publishers": 10, "rate": "max", "duration": 6.0,
+                  "warmup": 2.0, "msg_bytes": 64},
 }  # fmt: skip
+
+CLOSENESS_RATE = 40.0
+"""Messages/s of the closeness scenario's fixed-rate runs: 40k deliveries/s to N=1000."""
+
+SHARED_REDIS_URL = "redis://127.0.0.1:6379/14"
 
 
 @dataclass
@@ -135,7 +147,9 @@ def median_run(results: list[Result], by: str = "p99") -> Result:
         return v if v is not None else float("inf")
 
     ranked = sorted(results, key=value)
-    chosen = ranked[(len(ranked) - 1) // 2]
+    # A round that measured nothing (a failed run) is never the median while another has figures.
+    measured = [r for r in ranked if value(r) != float("inf")] or ranked
+    chosen = measured[(len(measured) - 1) // 2]
     ratios = [r.delivered_ratio for r in results if r.delivered_ratio is not None]
     merged = Result(**{**asdict(chosen), "notes": list(chosen.notes)})
     merged.label = chosen.label.split("#")[0]
@@ -187,6 +201,7 @@ class Options:
     gateway_command: list[str] | None
     workers: int
     redis_url: str
+    private_redis: bool
     send_queue: int | None
     gateway_env: dict[str, str]
     json_out: Path | None

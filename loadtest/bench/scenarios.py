@@ -17,8 +17,12 @@ from loadtest.bench.chat import run_chat
 from loadtest.bench.idle import deflate_offer_accepted, move_to_own_room, run_idle
 from loadtest.bench.model import Load, Options, Result, median_run, preset_load
 from loadtest.bench.storm import StormConfig, StormResult, run_storm
-from loadtest.servers import Server, attach, start_gateway, start_seed
+from loadtest.bun import pinned_version
+from loadtest.servers import Server, attach, start_bun, start_gateway, start_redis, start_seed
 from loadtest.wsgen import WSClient
+
+SEED_CONNECT_CONCURRENCY = 25
+"""Handshakes in flight against the seed (not measured: its joins are O(N²) whatever the pace)."""
 
 
 class Bench:
@@ -42,10 +46,13 @@ class Bench:
     ) -> Server:
         if self.opts.attach_url is not None:
             return attach(self.opts.attach_url, wire=self.opts.wire, label=label)
-        if target == "seed":
-            seed = start_seed(self.opts.server_core, label=label)
-            self.meta.setdefault("servers", {})[label.split("#")[0]] = seed.command
-            return seed
+        if target in ("seed", "bun"):
+            start = start_seed if target == "seed" else start_bun
+            ref = start(self.opts.server_core, label=label)
+            self.meta.setdefault("servers", {})[label.split("#")[0]] = ref.command
+            if target == "bun":
+                self.meta["bun_version"] = pinned_version()
+            return ref
         extra = dict(env)
         if redis or (redis is None and workers > 1):
             # A key prefix of its own: nothing shared with other users of the same Redis db.
@@ -95,11 +102,32 @@ class Bench:
             self.record(label, results[0] if rounds == 1 else median_run(results, by))
 
     def chat_run(
-        self, target: str, load: Load, workers: int = 1, broker: Server | None = None
+        self,
+        target: str,
+        load: Load,
+        workers: int = 1,
+        broker: Server | None = None,
+        private_redis: bool = False,
     ) -> Callable[[str], Awaitable[Result]]:
+        """One chat run; with ``private_redis`` through a redis-server of its own, started for
+        the run on the servers' core (its CPU is the run's ``broker_cpu_s``)."""
+        if target == "seed":
+            # Each seed handshake waits for the joins broadcast before it to everyone: with 200
+            # in flight on a busy host, the last ones outlast the generator's 10 s timeout.
+            fewer = min(load.connect_concurrency, SEED_CONNECT_CONCURRENCY)
+            load = Load(**{**asdict(load), "connect_concurrency": fewer})
+
         async def run(label: str) -> Result:
-            server = self.server(target, label, workers=workers, redis=broker is not None)
-            return await run_chat(server, load, label, broker=broker)
+            if not private_redis:
+                server = self.server(target, label, workers=workers, redis=broker is not None)
+                return await run_chat(server, load, label, broker=broker)
+            redis = start_redis(self.opts.server_core, label=f"{label}-redis")
+            try:
+                self.meta.setdefault("servers", {})["redis"] = redis.command
+                server = self.server(target, label, workers, True, GATEWAY_BROKER_URL=redis.url)
+                return await run_chat(server, load, label, broker=redis)
+            finally:
+                redis.stop()
 
         return run
 
@@ -125,7 +153,7 @@ class Bench:
         for target in self.targets():
             label = f"{target}-idle"
             on_open: Callable[[int, WSClient], None] | None = None
-            if target == "seed":
+            if target in ("seed", "bun"):
                 server = self.server(target, label)
                 path = "/ws"  # the seed's /ws/{id} broadcasts every join to everyone: O(N²)
             else:
@@ -142,22 +170,23 @@ class Bench:
             result = await run_idle(server, count, label, path, self.opts.idle_seconds, on_open)
             self.record(label, result)
 
-    async def workers(self, load: Load) -> None:
-        """``--workers N`` + Redis against one worker, interleaved (median CPU per delivery)."""
+    def redis_run(self, load: Load, workers: int) -> Callable[[str], Awaitable[Result]]:
+        """The gateway through Redis: a private redis-server per run unless --redis-url."""
+        if self.opts.private_redis:
+            return self.chat_run("gateway", load, workers=workers, private_redis=True)
         redis_port = urlsplit(self.opts.redis_url).port or 6379
         broker = attach(f"http://127.0.0.1:{redis_port}", label="redis")
+        return self.chat_run("gateway", load, workers=workers, broker=broker)
+
+    async def workers(self, load: Load) -> None:
+        """``--workers N`` + Redis against one worker, interleaved (median CPU per delivery)."""
         runs = [
             ("gateway-single", self.chat_run("gateway", load)),
-            (
-                f"gateway-workers{self.opts.workers}",
-                self.chat_run("gateway", load, workers=self.opts.workers, broker=broker),
-            ),
+            (f"gateway-workers{self.opts.workers}", self.redis_run(load, self.opts.workers)),
         ]
         if self.opts.workers > 1:
             # One worker through Redis separates the broker's cost from the workers' sharing.
-            runs.append(
-                ("gateway-workers1", self.chat_run("gateway", load, workers=1, broker=broker))
-            )
+            runs.append(("gateway-workers1", self.redis_run(load, 1)))
         await self.repeated(runs, "cpu", self.opts.repeat)
 
     async def storm(self) -> None:
