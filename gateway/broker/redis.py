@@ -29,6 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway import metrics
 from gateway.broker.base import Broker, BrokerUnavailable, DeliverFn, Envelope, History
+from gateway.broker.batching import PublishPipeline, buffered_replies
 from gateway.broker.connect import (
     COMMAND_TIMEOUT,
     CONNECT_TIMEOUT,
@@ -65,6 +66,8 @@ RESUBSCRIBE_TIMEOUT = 5.0
 """Seconds a reconnect may take to have every channel confirmed (no request waits on it)."""
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 5.0
+DRAIN_LIMIT = 1024
+"""Publications handed to the hub per read of what the pub/sub parser already holds."""
 PUBLISH_SCRIPT = """
 local meta, stream = KEYS[1], KEYS[2]
 local seq
@@ -112,6 +115,7 @@ class RedisBroker(Broker):
         self._commands: Redis | None = None
         self._subscriber: Redis | None = None
         self._publish_script: Any = None
+        self._pipeline: PublishPipeline | None = None
         self._store_scripts: dict[str, Any] = {}
         self._channels: set[str] = set()
         """Channels with local interest: what the pub/sub connection must hear."""
@@ -148,6 +152,7 @@ class RedisBroker(Broker):
         self._commands = connect(self.url, retries=1)
         self._subscriber = connect(self.url, retries=0, hang_aware=False)
         self._publish_script = self._commands.register_script(PUBLISH_SCRIPT)
+        self._pipeline = PublishPipeline(self._commands, {self._publish_script.sha: PUBLISH_SCRIPT})
         for name, source in (("put", PUT_IF_ABSENT_SCRIPT), ("delete", DELETE_IF_SCRIPT)):
             self._store_scripts[name] = self._commands.register_script(source)
         if self.min_replicas:
@@ -164,6 +169,8 @@ class RedisBroker(Broker):
         self._closing = True
         if self._durable is not None:
             await self._durable.aclose()
+        if self._pipeline is not None:
+            await self._pipeline.aclose()
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -197,9 +204,9 @@ class RedisBroker(Broker):
                 envelope.seq = await self._durable.publish(keys, topic, payload)
                 envelope.event["id"] = str(envelope.seq)
             elif keep:
-                raw = await self._publish_script(
-                    keys=list(self.keys(envelope.channel)),
-                    args=[topic, payload, self.history_size, HISTORY_TTL],
+                raw = await self._publish_kept(
+                    list(self.keys(envelope.channel)),
+                    [topic, payload, self.history_size, HISTORY_TTL],
                 )
                 envelope.seq = int(raw)
                 envelope.event["id"] = str(envelope.seq)
@@ -311,9 +318,15 @@ class RedisBroker(Broker):
 
     # What a cluster does differently (see gateway.broker.cluster)
 
+    async def _publish_kept(self, keys: list[str], args: list[Any]) -> Any:
+        """The publish script, in this tick's pipeline (see :mod:`gateway.broker.batching`)."""
+        assert self._pipeline is not None
+        sha = self._publish_script.sha
+        return await self._pipeline.submit("EVALSHA", sha, len(keys), *keys, *args)
+
     async def _publish_raw(self, topic: str, data: str) -> None:
-        assert self._commands is not None
-        await self._commands.publish(topic, data)
+        assert self._pipeline is not None
+        await self._pipeline.submit("PUBLISH", topic, data)
 
     async def _pubsub_subscribe(self, pubsub: PubSub, *topics: str | bytes) -> None:
         await pubsub.subscribe(*topics)
@@ -433,10 +446,28 @@ class RedisBroker(Broker):
                 pinged = True
                 continue
             heard, pinged = clock(), False
-            if message["type"] == "message":
-                self._on_message(message)
-            elif message["type"] == "subscribe":
-                self._confirm(message["channel"])
+            self._on_reply(message)
+            await self._drain(pubsub)
+
+    def _on_reply(self, message: dict[str, Any]) -> None:
+        if message["type"] == "message":
+            self._on_publication(message["channel"], message["data"])
+        elif message["type"] == "subscribe":
+            self._confirm(message["channel"])
+
+    async def _drain(self, pubsub: PubSub) -> None:
+        """Deliver, in this same tick, what the connection already read after that message: the
+        hub's write corking then gives each socket one ``send()`` for all of them, and none
+        costs a ``get_message`` call."""
+        for reply in buffered_replies(pubsub, DRAIN_LIMIT):
+            if type(reply) is list and len(reply) == 3 and reply[0] == b"message":
+                self._on_publication(reply[1], reply[2])
+                continue
+            if isinstance(reply, Exception):
+                raise reply
+            message = await pubsub.handle_message(reply)  # type: ignore[no-untyped-call]
+            if message is not None:
+                self._on_reply(message)
 
     def _confirm(self, topic: bytes) -> None:
         for confirmed in self._confirmations.get(topic, ()):
@@ -449,12 +480,14 @@ class RedisBroker(Broker):
             self._confirm(topic)
 
     def _on_message(self, message: dict[str, Any]) -> None:
-        data = message["data"]
+        self._on_publication(message.get("channel"), message["data"])
+
+    def _on_publication(self, topic: object, data: bytes) -> None:
         seq, _, payload = data.partition(b":")
         try:
             envelope = _envelope(int(seq), payload)
         except (ValueError, KeyError, TypeError):
-            log.exception("undecodable publication on %r", message.get("channel"))
+            log.exception("undecodable publication on %r", topic)
             return
         self._accept(envelope)
 
