@@ -29,7 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway import metrics
 from gateway.broker.base import Broker, BrokerUnavailable, DeliverFn, Envelope, History
-from gateway.broker.batching import PublishPipeline, buffered_replies
+from gateway.broker.buffered import buffered_replies
 from gateway.broker.connect import (
     COMMAND_TIMEOUT,
     CONNECT_TIMEOUT,
@@ -115,7 +115,6 @@ class RedisBroker(Broker):
         self._commands: Redis | None = None
         self._subscriber: Redis | None = None
         self._publish_script: Any = None
-        self._pipeline: PublishPipeline | None = None
         self._store_scripts: dict[str, Any] = {}
         self._channels: set[str] = set()
         """Channels with local interest: what the pub/sub connection must hear."""
@@ -152,7 +151,6 @@ class RedisBroker(Broker):
         self._commands = connect(self.url, retries=1)
         self._subscriber = connect(self.url, retries=0, hang_aware=False)
         self._publish_script = self._commands.register_script(PUBLISH_SCRIPT)
-        self._pipeline = PublishPipeline(self._commands, {self._publish_script.sha: PUBLISH_SCRIPT})
         for name, source in (("put", PUT_IF_ABSENT_SCRIPT), ("delete", DELETE_IF_SCRIPT)):
             self._store_scripts[name] = self._commands.register_script(source)
         if self.min_replicas:
@@ -169,8 +167,6 @@ class RedisBroker(Broker):
         self._closing = True
         if self._durable is not None:
             await self._durable.aclose()
-        if self._pipeline is not None:
-            await self._pipeline.aclose()
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -204,9 +200,9 @@ class RedisBroker(Broker):
                 envelope.seq = await self._durable.publish(keys, topic, payload)
                 envelope.event["id"] = str(envelope.seq)
             elif keep:
-                raw = await self._publish_kept(
-                    list(self.keys(envelope.channel)),
-                    [topic, payload, self.history_size, HISTORY_TTL],
+                raw = await self._publish_script(
+                    keys=list(self.keys(envelope.channel)),
+                    args=[topic, payload, self.history_size, HISTORY_TTL],
                 )
                 envelope.seq = int(raw)
                 envelope.event["id"] = str(envelope.seq)
@@ -318,15 +314,9 @@ class RedisBroker(Broker):
 
     # What a cluster does differently (see gateway.broker.cluster)
 
-    async def _publish_kept(self, keys: list[str], args: list[Any]) -> Any:
-        """The publish script, in this tick's pipeline (see :mod:`gateway.broker.batching`)."""
-        assert self._pipeline is not None
-        sha = self._publish_script.sha
-        return await self._pipeline.submit("EVALSHA", sha, len(keys), *keys, *args)
-
     async def _publish_raw(self, topic: str, data: str) -> None:
-        assert self._pipeline is not None
-        await self._pipeline.submit("PUBLISH", topic, data)
+        assert self._commands is not None
+        await self._commands.publish(topic, data)
 
     async def _pubsub_subscribe(self, pubsub: PubSub, *topics: str | bytes) -> None:
         await pubsub.subscribe(*topics)
@@ -456,9 +446,8 @@ class RedisBroker(Broker):
             self._confirm(message["channel"])
 
     async def _drain(self, pubsub: PubSub) -> None:
-        """Deliver, in this same tick, what the connection already read after that message: the
-        hub's write corking then gives each socket one ``send()`` for all of them, and none
-        costs a ``get_message`` call."""
+        """Deliver what the connection already read after that message, in this same tick (the
+        hub's write corking then combines them per socket), without a ``get_message`` each."""
         for reply in buffered_replies(pubsub, DRAIN_LIMIT):
             if type(reply) is list and len(reply) == 3 and reply[0] == b"message":
                 self._on_publication(reply[1], reply[2])
