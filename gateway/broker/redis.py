@@ -42,6 +42,7 @@ from gateway.broker.connect import (
     split_url,
 )
 from gateway.broker.durable import DurablePublisher
+from gateway.broker.pipelining import Publisher
 
 __all__ = [
     "COMMAND_TIMEOUT",
@@ -115,6 +116,7 @@ class RedisBroker(Broker):
         self._commands: Redis | None = None
         self._subscriber: Redis | None = None
         self._publish_script: Any = None
+        self._publisher: Publisher | None = None
         self._store_scripts: dict[str, Any] = {}
         self._channels: set[str] = set()
         """Channels with local interest: what the pub/sub connection must hear."""
@@ -151,6 +153,7 @@ class RedisBroker(Broker):
         self._commands = connect(self.url, retries=1)
         self._subscriber = connect(self.url, retries=0, hang_aware=False)
         self._publish_script = self._commands.register_script(PUBLISH_SCRIPT)
+        self._publisher = Publisher(self._commands, {self._publish_script.sha: PUBLISH_SCRIPT})
         for name, source in (("put", PUT_IF_ABSENT_SCRIPT), ("delete", DELETE_IF_SCRIPT)):
             self._store_scripts[name] = self._commands.register_script(source)
         if self.min_replicas:
@@ -167,6 +170,8 @@ class RedisBroker(Broker):
         self._closing = True
         if self._durable is not None:
             await self._durable.aclose()
+        if self._publisher is not None:
+            await self._publisher.aclose()
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -200,9 +205,9 @@ class RedisBroker(Broker):
                 envelope.seq = await self._durable.publish(keys, topic, payload)
                 envelope.event["id"] = str(envelope.seq)
             elif keep:
-                raw = await self._publish_script(
-                    keys=list(self.keys(envelope.channel)),
-                    args=[topic, payload, self.history_size, HISTORY_TTL],
+                raw = await self._publish_kept(
+                    list(self.keys(envelope.channel)),
+                    [topic, payload, self.history_size, HISTORY_TTL],
                 )
                 envelope.seq = int(raw)
                 envelope.event["id"] = str(envelope.seq)
@@ -314,9 +319,15 @@ class RedisBroker(Broker):
 
     # What a cluster does differently (see gateway.broker.cluster)
 
+    async def _publish_kept(self, keys: list[str], args: list[Any]) -> Any:
+        """The publish script, pipelined with others (:mod:`gateway.broker.pipelining`)."""
+        assert self._publisher is not None
+        sha = self._publish_script.sha
+        return await self._publisher.call("EVALSHA", sha, len(keys), *keys, *args)
+
     async def _publish_raw(self, topic: str, data: str) -> None:
-        assert self._commands is not None
-        await self._commands.publish(topic, data)
+        assert self._publisher is not None
+        await self._publisher.call("PUBLISH", topic, data)
 
     async def _pubsub_subscribe(self, pubsub: PubSub, *topics: str | bytes) -> None:
         await pubsub.subscribe(*topics)
