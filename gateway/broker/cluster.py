@@ -59,6 +59,10 @@ class ClusterBroker(RedisBroker):
         assert self._commands is not None
         self._publish_script = self._commands.register_script(SHARDED_PUBLISH_SCRIPT)
 
+    async def _publish_kept(self, keys: list[str], args: list[Any]) -> Any:
+        """One script call each: a pipeline would be split by shard anyway."""
+        return await self._publish_script(keys=keys, args=args)
+
     async def _publish_raw(self, topic: str, data: str) -> None:
         assert self._commands is not None
         await self._commands.spublish(topic, data)

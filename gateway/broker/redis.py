@@ -29,6 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway import metrics
 from gateway.broker.base import Broker, BrokerUnavailable, DeliverFn, Envelope, History
+from gateway.broker.buffered import buffered_replies
 from gateway.broker.connect import (
     COMMAND_TIMEOUT,
     CONNECT_TIMEOUT,
@@ -41,6 +42,7 @@ from gateway.broker.connect import (
     split_url,
 )
 from gateway.broker.durable import DurablePublisher
+from gateway.broker.pipelining import Publisher
 
 __all__ = [
     "COMMAND_TIMEOUT",
@@ -65,6 +67,8 @@ RESUBSCRIBE_TIMEOUT = 5.0
 """Seconds a reconnect may take to have every channel confirmed (no request waits on it)."""
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 5.0
+DRAIN_LIMIT = 1024
+"""Publications handed to the hub per read of what the pub/sub parser already holds."""
 PUBLISH_SCRIPT = """
 local meta, stream = KEYS[1], KEYS[2]
 local seq
@@ -112,6 +116,7 @@ class RedisBroker(Broker):
         self._commands: Redis | None = None
         self._subscriber: Redis | None = None
         self._publish_script: Any = None
+        self._publisher: Publisher | None = None
         self._store_scripts: dict[str, Any] = {}
         self._channels: set[str] = set()
         """Channels with local interest: what the pub/sub connection must hear."""
@@ -148,6 +153,7 @@ class RedisBroker(Broker):
         self._commands = connect(self.url, retries=1)
         self._subscriber = connect(self.url, retries=0, hang_aware=False)
         self._publish_script = self._commands.register_script(PUBLISH_SCRIPT)
+        self._publisher = Publisher(self._commands, {self._publish_script.sha: PUBLISH_SCRIPT})
         for name, source in (("put", PUT_IF_ABSENT_SCRIPT), ("delete", DELETE_IF_SCRIPT)):
             self._store_scripts[name] = self._commands.register_script(source)
         if self.min_replicas:
@@ -164,6 +170,8 @@ class RedisBroker(Broker):
         self._closing = True
         if self._durable is not None:
             await self._durable.aclose()
+        if self._publisher is not None:
+            await self._publisher.aclose()
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -197,9 +205,9 @@ class RedisBroker(Broker):
                 envelope.seq = await self._durable.publish(keys, topic, payload)
                 envelope.event["id"] = str(envelope.seq)
             elif keep:
-                raw = await self._publish_script(
-                    keys=list(self.keys(envelope.channel)),
-                    args=[topic, payload, self.history_size, HISTORY_TTL],
+                raw = await self._publish_kept(
+                    list(self.keys(envelope.channel)),
+                    [topic, payload, self.history_size, HISTORY_TTL],
                 )
                 envelope.seq = int(raw)
                 envelope.event["id"] = str(envelope.seq)
@@ -311,9 +319,15 @@ class RedisBroker(Broker):
 
     # What a cluster does differently (see gateway.broker.cluster)
 
+    async def _publish_kept(self, keys: list[str], args: list[Any]) -> Any:
+        """The publish script, pipelined with others (:mod:`gateway.broker.pipelining`)."""
+        assert self._publisher is not None
+        sha = self._publish_script.sha
+        return await self._publisher.call("EVALSHA", sha, len(keys), *keys, *args)
+
     async def _publish_raw(self, topic: str, data: str) -> None:
-        assert self._commands is not None
-        await self._commands.publish(topic, data)
+        assert self._publisher is not None
+        await self._publisher.call("PUBLISH", topic, data)
 
     async def _pubsub_subscribe(self, pubsub: PubSub, *topics: str | bytes) -> None:
         await pubsub.subscribe(*topics)
@@ -433,10 +447,27 @@ class RedisBroker(Broker):
                 pinged = True
                 continue
             heard, pinged = clock(), False
-            if message["type"] == "message":
-                self._on_message(message)
-            elif message["type"] == "subscribe":
-                self._confirm(message["channel"])
+            self._on_reply(message)
+            await self._drain(pubsub)
+
+    def _on_reply(self, message: dict[str, Any]) -> None:
+        if message["type"] == "message":
+            self._on_publication(message["channel"], message["data"])
+        elif message["type"] == "subscribe":
+            self._confirm(message["channel"])
+
+    async def _drain(self, pubsub: PubSub) -> None:
+        """Deliver what the connection already read after that message, in this same tick (the
+        hub's write corking then combines them per socket), without a ``get_message`` each."""
+        for reply in buffered_replies(pubsub, DRAIN_LIMIT):
+            if type(reply) is list and len(reply) == 3 and reply[0] == b"message":
+                self._on_publication(reply[1], reply[2])
+                continue
+            if isinstance(reply, Exception):
+                raise reply
+            message = await pubsub.handle_message(reply)  # type: ignore[no-untyped-call]
+            if message is not None:
+                self._on_reply(message)
 
     def _confirm(self, topic: bytes) -> None:
         for confirmed in self._confirmations.get(topic, ()):
@@ -449,12 +480,14 @@ class RedisBroker(Broker):
             self._confirm(topic)
 
     def _on_message(self, message: dict[str, Any]) -> None:
-        data = message["data"]
+        self._on_publication(message.get("channel"), message["data"])
+
+    def _on_publication(self, topic: object, data: bytes) -> None:
         seq, _, payload = data.partition(b":")
         try:
             envelope = _envelope(int(seq), payload)
         except (ValueError, KeyError, TypeError):
-            log.exception("undecodable publication on %r", message.get("channel"))
+            log.exception("undecodable publication on %r", topic)
             return
         self._accept(envelope)
 

@@ -1,0 +1,128 @@
+"""Publishes issued while one is in flight go to Redis as one pipeline.
+
+Each test checks that the pipelining happened and that nothing else changed: every caller its
+own id or error, ids and delivery in issue order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.exceptions import ResponseError
+
+from gateway.broker import Envelope, room_channel
+from gateway.broker.pipelining import Publisher
+from gateway.broker.redis import RedisBroker
+from tests.support.fakes import Inbox, message
+from tests.support.redis import RedisServer
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+async def brokers() -> AsyncIterator[list[RedisBroker]]:
+    """Close what the test started (each broker stands for one worker)."""
+    started: list[RedisBroker] = []
+    yield started
+    for broker in reversed(started):
+        await broker.aclose()
+
+
+async def start(brokers: list[RedisBroker], url: str, deliver: Any) -> RedisBroker:
+    broker = RedisBroker(url, deliver, 100)
+    await broker.start()
+    brokers.append(broker)
+    return broker
+
+
+@pytest.fixture
+def pipelines(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of every pipeline the brokers send (a publish alone is a pipeline of one)."""
+    sizes: list[int] = []
+    execute = Publisher._execute
+
+    async def counted(self: Publisher, commands: list[Any]) -> list[Any]:
+        sizes.append(len(commands))
+        return await execute(self, commands)
+
+    monkeypatch.setattr(Publisher, "_execute", counted)
+    return sizes
+
+
+async def test_publishes_issued_meanwhile_go_as_one_pipeline_each_with_its_own_id_in_order(
+    brokers: list[RedisBroker], redis_url: str, pipelines: list[int]
+) -> None:
+    inbox = Inbox()
+    broker = await start(brokers, redis_url, inbox)
+    await broker.subscribe(room_channel("batch"))
+    pipelines.clear()
+
+    published = await asyncio.gather(
+        *(broker.publish(message("batch", f"m{n}"), keep=True) for n in range(20)),
+        broker.publish(message("batch", "not kept"), keep=False),
+    )
+
+    assert pipelines == [1, 20], "the first at once, the others together once it completed"
+    seqs = [envelope.seq for envelope in published[:20]]
+    assert seqs == list(range(seqs[0], seqs[0] + 20)), "ids follow the order of the calls"
+    assert [envelope.event["id"] for envelope in published[:20]] == [str(s) for s in seqs]
+    heard = await inbox.take(21)
+    assert [envelope.event["text"] for envelope in heard] == [
+        *(f"m{n}" for n in range(20)),
+        "not kept",
+    ]
+    assert [envelope.seq for envelope in heard[:20]] == seqs
+    history = await broker.history(room_channel("batch"), 0)
+    assert [envelope.seq for envelope in history.messages] == seqs
+
+
+async def test_a_publish_failing_inside_a_pipeline_fails_only_its_caller(
+    brokers: list[RedisBroker], redis_url: str, pipelines: list[int]
+) -> None:
+    inbox = Inbox()
+    broker = await start(brokers, redis_url, inbox)
+    await broker.subscribe(room_channel("fine"))
+    meta, _ = broker.keys(room_channel("broken"))
+    assert broker._commands is not None
+    await broker._commands.set(meta, "not a hash")  # the script's HINCRBY fails on it
+    pipelines.clear()
+
+    first, broken, last = await asyncio.gather(
+        broker.publish(message("fine", "first"), keep=True),
+        broker.publish(message("broken", "lost"), keep=True),
+        broker.publish(message("fine", "last"), keep=True),
+        return_exceptions=True,
+    )
+
+    assert pipelines == [1, 2]
+    assert isinstance(broken, ResponseError)
+    assert isinstance(first, Envelope)
+    assert isinstance(last, Envelope)
+    assert last.seq == first.seq + 1
+    assert [e.event["text"] for e in await inbox.take(2)] == ["first", "last"]
+
+
+async def test_a_pipeline_reloads_a_script_redis_lost_and_runs_those_publishes_once(
+    brokers: list[RedisBroker], own_redis: RedisServer, pipelines: list[int]
+) -> None:
+    """On a private Redis: flushing the shared one's scripts would disturb other tests."""
+    inbox = Inbox()
+    broker = await start(brokers, f"{own_redis.url}?prefix=flushed", inbox)
+    await broker.subscribe(room_channel("flushed"))
+    assert broker._commands is not None
+    await broker._commands.script_flush()
+    pipelines.clear()
+
+    published = await asyncio.gather(
+        *(broker.publish(message("flushed", f"m{n}"), keep=True) for n in range(3))
+    )
+
+    assert pipelines == [1, 1, 2], "NOSCRIPT for the first, it again, then the other two"
+    seqs = [envelope.seq for envelope in published]
+    assert seqs == [seqs[0], seqs[0] + 1, seqs[0] + 2]
+    heard = await inbox.take(3)
+    assert [envelope.seq for envelope in heard] == seqs
+    assert inbox.queue.empty()
