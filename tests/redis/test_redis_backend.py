@@ -198,6 +198,27 @@ async def test_a_dead_workers_connections_leave_the_count_and_names_as_they_expi
     assert await alive.leave("big", "ann", "a1") == 1, "ann's other connection died with it"
 
 
+async def test_joins_into_a_room_larger_than_the_list_reuse_the_list_but_count_exactly(
+    workers: Workers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A storm's joins each read a count, not the same names again; a room back within the
+    limit is listed afresh at once."""
+    monkeypatch.setattr("gateway.presence.redis.NAMES_FRESH", 3600.0)
+    presence = await workers.presence()
+    other = await workers.presence()
+    for user in ("bob", "carl", "dan"):
+        await other.join("big", user, f"o-{user}", 2)
+    assert await presence.join("big", "eve", "e1", 2) == (4, ["bob", "carl"])
+    await other.join("big", "abe", "o-abe", 2)
+    assert await presence.join("big", "fay", "f1", 2) == (6, ["bob", "carl"]), "the list kept"
+    assert await presence.snapshot("big", 2) == (6, ["abe", "bob"]), "the API reads afresh"
+    for user in ("abe", "bob", "carl", "dan"):
+        await other.leave("big", user, f"o-{user}")
+    await presence.leave("big", "fay", "f1")
+    assert await presence.join("big", "gus", "g1", 2) == (2, ["eve", "gus"]), "listed afresh"
+    assert await presence.join("big", "hal", "h1", 2) == (3, ["eve", "gus"])
+
+
 async def test_rate_limit_budget_is_shared_by_workers(redis_url: str) -> None:
     first = message_limiter(RateLimit(3, 60), redis_url)
     second = message_limiter(RateLimit(3, 60), redis_url)
