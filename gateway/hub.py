@@ -17,6 +17,7 @@ from typing import Any
 
 from gateway import disconnect, metrics, tracing
 from gateway.broker import Broker, BrokerUnavailable, Envelope, room_channel, room_of, user_channel
+from gateway.cursor import RoomCursor
 from gateway.disconnect import Disconnect
 from gateway.hooks import JOIN, Hooks
 from gateway.identity import skeletons
@@ -198,8 +199,9 @@ class Hub:
         both go at once; each is awaited even when the other fails, so the leave that follows a
         failure never runs before the entry is written.
         """
-        if room in session.rooms:
-            self._acknowledge_join(session, room, await self._presence_of(session, room))
+        cursor = session.rooms.get(room)
+        if cursor is not None:
+            self._acknowledge_join(session, room, cursor, await self._presence_of(session, room))
             return True
         if not session.may_join(room):
             session.reject(ProtocolError(ErrorCode.FORBIDDEN, f"not allowed in room {room!r}"))
@@ -225,8 +227,10 @@ class Hub:
             raise last_id
         if isinstance(seen, BaseException):
             raise seen
+        if session.rooms.get(room) is not cursor:
+            return False  # left, or closed, meanwhile: its leave has been told
         cursor.start(last_id)
-        count = self._acknowledge_join(session, room, seen)
+        count = self._acknowledge_join(session, room, cursor, seen)
         if not hold:
             session.release_held(cursor)
         if count is not None:
@@ -257,7 +261,11 @@ class Hub:
             return None
 
     def _acknowledge_join(
-        self, session: Session, room: str, seen: tuple[int, list[str]] | None
+        self,
+        session: Session,
+        room: str,
+        cursor: RoomCursor,
+        seen: tuple[int, list[str]] | None,
     ) -> int | None:
         """The ``joined`` ack with ``last_id`` and what :meth:`_presence_of` saw; returns the
         count. Without it, an error, then the ack without the count and names (``None``): the
@@ -267,7 +275,7 @@ class Hub:
             session.send_error(ErrorCode.UNAVAILABLE, f"in room {room!r}; presence unavailable")
         else:
             ack["online"], ack["count"] = seen[1], seen[0]
-        ack["last_id"] = str(session.rooms[room].since)
+        ack["last_id"] = str(cursor.since)
         session.send(ack)
         return None if seen is None else seen[0]
 
