@@ -17,6 +17,7 @@ from typing import Any
 
 from gateway import disconnect, metrics, tracing
 from gateway.broker import Broker, BrokerUnavailable, Envelope, room_channel, room_of, user_channel
+from gateway.cursor import RoomCursor
 from gateway.disconnect import Disconnect
 from gateway.hooks import JOIN, Hooks
 from gateway.identity import skeletons
@@ -193,10 +194,14 @@ class Hub:
         confirmed it, the room's newest id splits what comes live (newer) from what is in
         history (up to it), the ack goes out, and the held messages newer than it follow.
         ``hold`` keeps holding them for a resume that replays history first. ``ask``: the app
-        backend's ``join`` hook decides too (after the grants and the room limit).
+        backend's ``join`` hook decides too (after the grants and the room limit). The newest id
+        and the presence entry (with the ack's count and names) are independent round trips, so
+        both go at once; each is awaited even when the other fails, so the leave that follows a
+        failure never runs before the entry is written.
         """
-        if room in session.rooms:
-            await self._acknowledge_join(session, room)
+        cursor = session.rooms.get(room)
+        if cursor is not None:
+            self._acknowledge_join(session, room, cursor, await self._presence_of(session, room))
             return True
         if not session.may_join(room):
             session.reject(ProtocolError(ErrorCode.FORBIDDEN, f"not allowed in room {room!r}"))
@@ -213,9 +218,19 @@ class Hub:
         cursor = session.enter(room)
         cursor.presence_mark = self.presence_batches.mark(room_channel(room))
         await self._subscribe(room_channel(room), session)
-        cursor.start(await self.broker.last_id(room_channel(room)))
-        await self.presence.add(room, session.user, session.connection_id)
-        count = await self._acknowledge_join(session, room)
+        last_id, seen = await asyncio.gather(
+            self.broker.last_id(room_channel(room)),
+            self._presence_of(session, room, enter=True),
+            return_exceptions=True,
+        )
+        if isinstance(last_id, BaseException):
+            raise last_id
+        if isinstance(seen, BaseException):
+            raise seen
+        if session.rooms.get(room) is not cursor:
+            return False  # left, or closed, meanwhile: its leave has been told
+        cursor.start(last_id)
+        count = self._acknowledge_join(session, room, cursor, seen)
         if not hold:
             session.release_held(cursor)
         if count is not None:
@@ -227,28 +242,42 @@ class Hub:
         if not session.exit(room):
             return
         await self._unsubscribe(room_channel(room), session)
-        await self.presence.remove(room, session.user, session.connection_id)
         with contextlib.suppress(BrokerUnavailable):
-            count, _ = await self.presence.snapshot(room, 0)
+            count = await self.presence.leave(room, session.user, session.connection_id)
             await self._publish_presence(room, "left", session.user, count)
 
-    async def _acknowledge_join(self, session: Session, room: str) -> int | None:
-        """The ``joined`` ack with ``last_id``, the room's count and at most
-        ``GATEWAY_PRESENCE_NAMES_MAX`` names; returns the count. While presence is unreachable an
-        error, then the ack without them (``None``): the membership stands, only the list is
-        missing."""
-        ack: dict[str, Any] = {"type": "joined", "room": room}
-        count: int | None = None
+    async def _presence_of(
+        self, session: Session, room: str, *, enter: bool = False
+    ) -> tuple[int, list[str]] | None:
+        """The room's count and first ``GATEWAY_PRESENCE_NAMES_MAX`` names (after adding the
+        session when it ``enter``s: one round trip on Redis); ``None`` while presence is
+        unreachable (the entry stands: the next refresh writes it)."""
+        limit = self.settings.presence_names_max
         try:
-            count, names = await self.presence.snapshot(room, self.settings.presence_names_max)
+            if enter:
+                return await self.presence.join(room, session.user, session.connection_id, limit)
+            return await self.presence.snapshot(room, limit)
         except BrokerUnavailable:
+            return None
+
+    def _acknowledge_join(
+        self,
+        session: Session,
+        room: str,
+        cursor: RoomCursor,
+        seen: tuple[int, list[str]] | None,
+    ) -> int | None:
+        """The ``joined`` ack with ``last_id`` and what :meth:`_presence_of` saw; returns the
+        count. Without it, an error, then the ack without the count and names (``None``): the
+        membership stands, only the list is missing."""
+        ack: dict[str, Any] = {"type": "joined", "room": room}
+        if seen is None:
             session.send_error(ErrorCode.UNAVAILABLE, f"in room {room!r}; presence unavailable")
         else:
-            ack["online"] = names
-            ack["count"] = count
-        ack["last_id"] = str(session.rooms[room].since)
+            ack["online"], ack["count"] = seen[1], seen[0]
+        ack["last_id"] = str(cursor.since)
         session.send(ack)
-        return count
+        return None if seen is None else seen[0]
 
     async def _subscribe(self, channel: str, session: Session) -> None:
         """Returns once the broker hears the channel, also for a member that joins while the

@@ -8,7 +8,9 @@ fleet published them:
 * the first change after a quiet window goes out at once, as today's event, and opens a window;
 * changes inside the window wait for its end: one change is today's event again, several are a
   ``diff`` (``joined``, ``left``), and a join and a leave of one user inside it cancel out;
-* in a room above ``GATEWAY_PRESENCE_NAMES_MAX`` members only ``count`` events, one a window.
+* in a room above ``GATEWAY_PRESENCE_NAMES_MAX`` members only ``count`` events, at most one a
+  window and one every :data:`COUNT_INTERVAL`: a count a second says all a client of a room
+  that size can show, and a storm's members then hear about one event a second, not four.
 
 A member hears only the changes after its own subscription (its ``joined`` ack already listed
 who was there): the window's event is shared by everyone who was in the room before the window
@@ -25,6 +27,10 @@ from collections.abc import Callable
 from typing import Any
 
 PresenceEvent = dict[str, Any]
+
+COUNT_INTERVAL = 1.0
+"""Seconds a window lasts at least after a ``count`` event (the SPEC allows at most one a window,
+so fewer); windows stay ``GATEWAY_PRESENCE_BATCH_MS`` while the room names its members."""
 
 
 class Batch:
@@ -75,7 +81,7 @@ class PresenceBatcher:
             room.pending.append(change)
             return
         self._flush(channel, Batch(change["room"], room.counted, [change]))
-        self._open_window(channel, room)
+        self._open_window(channel, room, change["online"])
 
     def forget(self, channel: str) -> None:
         """The last local member left: nothing of the room is needed any more."""
@@ -87,10 +93,14 @@ class PresenceBatcher:
         for channel in list(self._rooms):
             self.forget(channel)
 
-    def _open_window(self, channel: str, room: _Room) -> None:
+    def _open_window(self, channel: str, room: _Room, online: int) -> None:
+        """``online``: the count just sent; above the names threshold that was a ``count``."""
         if self.window > 0:
+            length = self.window
+            if online > self.names_max:
+                length = max(length, COUNT_INTERVAL)
             loop = asyncio.get_running_loop()
-            room.timer = loop.call_later(self.window, self._end_window, channel, room)
+            room.timer = loop.call_later(length, self._end_window, channel, room)
 
     def _end_window(self, channel: str, room: _Room) -> None:
         """Send what the window gathered; an empty window closes, a busy one opens the next."""
@@ -99,7 +109,7 @@ class PresenceBatcher:
         if changes:
             first = room.counted - len(changes) + 1
             self._flush(channel, Batch(changes[0]["room"], first, changes))
-            self._open_window(channel, room)
+            self._open_window(channel, room, changes[-1]["online"])
 
     def event(self, batch: Batch, after: int = 0) -> PresenceEvent | None:
         """The event for a member whose mark is ``after``: the batch's changes above it, net

@@ -36,6 +36,21 @@ class Presence(ABC):
         What a join's ack and a presence event need: in a large room the caller gets a count
         and a capped list, without the whole room crossing to the worker."""
 
+    async def join(
+        self, room: str, user: str, connection_id: str, limit: int
+    ) -> tuple[int, list[str]]:
+        """:meth:`add`, then :meth:`snapshot`: what a join needs, which a shared backend answers
+        in one round trip. The entry stands even when this raises ``BrokerUnavailable``."""
+        await self.add(room, user, connection_id)
+        return await self.snapshot(room, limit)
+
+    async def leave(self, room: str, user: str, connection_id: str) -> int:
+        """:meth:`remove`, then the count of distinct users left (one round trip, shared).
+        The entry is gone even when this raises ``BrokerUnavailable`` (from the count)."""
+        await self.remove(room, user, connection_id)
+        count, _ = await self.snapshot(room, 0)
+        return count
+
     @abstractmethod
     async def rooms(self) -> list[tuple[str, int]]:
         """Every room with a live member anywhere, and its count of distinct users, by name."""

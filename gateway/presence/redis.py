@@ -4,7 +4,9 @@ Each connection is a member ``user<US>connection`` of its room's set, scored wit
 expires; every worker re-scores its own members every third of the TTL. A worker that dies
 stops refreshing, so its users age out within the TTL without anyone cleaning up after it (the
 ghost-presence problem). Expiry uses Redis' clock, never a worker's, so hosts with skewed clocks
-agree. Readers drop expired members as they read.
+agree. Beside the set, each room keeps its distinct users, counted and ordered by name, which
+every script brings up to date before it reads (:mod:`gateway.presence.scripts`): a join costs
+O(log N + names) in a room of N, and its add and snapshot are one round trip.
 
 Writes never raise: the worker keeps its own entries and the next refresh writes them again,
 which also restores presence after Redis restarts empty. Reads raise ``BrokerUnavailable``.
@@ -13,8 +15,9 @@ A claim is one key per skeleton of an id, set only if none of them is held (one 
 atomic over the fleet), holding a value unique to the worker and connection and expiring after
 ``claim_ttl`` (the heartbeat timeout): a dead worker's ids are free again within it. The
 refresher renews every claim of the worker, and re-scores its presence entries, in one pipeline.
-Refreshes and removals take turns: a refresh that read an entry before it was removed must not
-write it back after the removal (it did, and the id stayed taken for a whole TTL).
+A removal waits for a refresh in flight: one that read an entry before it was removed must not
+write it back after the removal (it did, and the id stayed taken for a whole TTL). Removals do
+not wait for each other, so a drain of thousands is paced by Redis round trips, not their sum.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from redis.exceptions import NoScriptError
@@ -32,95 +36,20 @@ from gateway.broker import BrokerUnavailable
 from gateway.broker.connect import COMMAND_TIMEOUT, UNAVAILABLE, connect, split_url
 from gateway.presence.base import Presence
 from gateway.presence.memory import USER_ROOM
+from gateway.presence.scripts import SCRIPTS
 
 log = logging.getLogger("gateway.presence")
 
 SEPARATOR = "\x1f"
 """Between user and connection id in a member; user names cannot hold control characters."""
-
-_NOW_MS = (
-    "local now = redis.call('TIME') "
-    "local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) "
-)
-REFRESH_SCRIPT = (
-    _NOW_MS
-    + """
-local ttl = tonumber(ARGV[1])
-for i = 2, #ARGV do
-  redis.call('ZADD', KEYS[1], ms + ttl, ARGV[i])
-end
-redis.call('PEXPIRE', KEYS[1], ttl)
-return #ARGV - 1
-"""
-)
-MEMBERS_SCRIPT = (
-    _NOW_MS
-    + """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms)
-return redis.call('ZRANGE', KEYS[1], 0, -1)
-"""
-)
-SNAPSHOT_SCRIPT = (
-    _NOW_MS
-    + """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms)
-local seen, users = {}, {}
-for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local cut = string.find(member, string.char(31), 1, true)
-  local user = cut and string.sub(member, 1, cut - 1) or member
-  if not seen[user] then
-    seen[user] = true
-    users[#users + 1] = user
-  end
-end
-table.sort(users)
-local names = {}
-for i = 1, math.min(tonumber(ARGV[1]), #users) do names[i] = users[i] end
-return {#users, names}
-"""
-)
-"""Distinct users and the first ``limit`` of them, counted and sorted in Redis: a join in a room
-of N costs the worker O(limit), not N members decoded, deduplicated and sorted in Python."""
-CLAIM_SCRIPT = """
-for i = 1, #KEYS do
-  local holder = redis.call('GET', KEYS[i])
-  if holder and holder ~= ARGV[1] then return 0 end
-end
-for i = 1, #KEYS do
-  redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
-end
-return 1
-"""
-RELEASE_SCRIPT = """
-for i = 1, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
-end
-return #KEYS
-"""
-RENEW_SCRIPT = """
-local lost = 0
-for i = 1, #KEYS do
-  local holder = redis.call('GET', KEYS[i])
-  if holder == ARGV[i + 1] then
-    redis.call('PEXPIRE', KEYS[i], ARGV[1])
-  elseif not holder then
-    redis.call('SET', KEYS[i], ARGV[i + 1], 'PX', ARGV[1])
-  else
-    lost = lost + 1
-  end
-end
-return lost
-"""
-"""Renew each key still ours, restore one gone with Redis (a restart), leave another's alone."""
 CHUNK = 500
-"""Claims per script call in a refresh, so no call blocks Redis for long."""
-COUNT_SCRIPT = (
-    _NOW_MS
-    + """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms)
-return redis.call('ZCARD', KEYS[1])
-"""
-)
+"""Entries or claims per script call in a refresh, so no call blocks Redis for long."""
+Call = tuple[str, list[str], list[Any]]
+"""A script's name, keys and arguments, for a pipeline."""
+NAMES_FRESH = 1.0
+"""Seconds this worker's joins reuse the name list of a room larger than the list: a storm of
+joins into a 10,000-member room then costs Redis a count each, not 1,000 names each. Such a
+list is partial anyway (the room's events name nobody); the count stays exact."""
 
 
 class RedisPresence(Presence):
@@ -131,19 +60,29 @@ class RedisPresence(Presence):
         self.refresh_interval = min(self.ttl_ms, self.claim_ttl_ms) / 3000
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
-        self._local: dict[str, set[str]] = {}
-        """This worker's entries: key -> members, rewritten on every refresh."""
+        self._rooms: dict[str, set[str]] = {}
+        """This worker's entries: room -> members, rewritten on every refresh."""
+        self._connections: dict[str, set[str]] = {}
+        """This worker's connections: user -> connection ids, rewritten on every refresh."""
         self._claims: dict[str, str] = {}
         """This worker's claims: key -> holder, renewed on every refresh."""
         self._token = secrets.token_hex(8)
         """Tells this worker's holders from another's (connection ids repeat across workers)."""
         self._turn = asyncio.Lock()
-        """Held by a refresh from its snapshot to its write, and by a removal's write."""
+        """One refresh at a time."""
+        self._written = asyncio.Event()
+        """Clear while a refresh's write is in flight: removals wait for it."""
+        self._written.set()
         self._refresher: asyncio.Task[None] | None = None
         self._failing = False
+        self._lists: dict[str, tuple[float, int, list[str]]] = {}
+        """Rooms larger than their list: room -> (when read, limit, names)."""
 
-    def room_key(self, room: str) -> str:
-        return f"{self.prefix}:presence:{room}"
+    def room_keys(self, room: str) -> list[str]:
+        """Connections, user counts, names: one hash tag, so one cluster slot for a script.
+        What follows the tag differs, so a prefix holding a brace cannot split them."""
+        head = f"{self.prefix}:presence:{{{room}}}"
+        return [head, f"{head}:users", f"{head}:names"]
 
     def user_key(self, user: str) -> str:
         return f"{self.prefix}:connections:{user}"
@@ -155,23 +94,9 @@ class RedisPresence(Presence):
     def _holder(self, connection_id: str) -> str:
         return f"{self._token}:{connection_id}"
 
-    def _entries(self, room: str, user: str, connection_id: str) -> list[tuple[str, str]]:
-        entries = [(self.room_key(room), f"{user}{SEPARATOR}{connection_id}")]
-        if room == USER_ROOM:
-            entries.append((self.user_key(user), connection_id))
-        return entries
-
     async def start(self) -> None:
         self._client = connect(self.url, retries=1)
-        for name, source in (
-            ("refresh", REFRESH_SCRIPT),
-            ("members", MEMBERS_SCRIPT),
-            ("snapshot", SNAPSHOT_SCRIPT),
-            ("count", COUNT_SCRIPT),
-            ("claim", CLAIM_SCRIPT),
-            ("release", RELEASE_SCRIPT),
-            ("renew", RENEW_SCRIPT),
-        ):
+        for name, source in SCRIPTS.items():
             self._scripts[name] = self._client.register_script(source)
         self._refresher = asyncio.create_task(self._refresh_forever(), name="gateway-presence")
 
@@ -182,57 +107,98 @@ class RedisPresence(Presence):
                 await self._refresher
         if self._client is None:
             return
+        calls: list[Call] = [
+            ("room_leave", self.room_keys(room), chunk)
+            for room, members in self._rooms.items()
+            for chunk in _chunked(members)
+        ]
+        for user, connections in self._connections.items():
+            calls.append(("connections_leave", [self.user_key(user)], list(connections)))
+        for holder, keys in _by_holder(self._claims).items():
+            calls.append(("release", keys, [holder]))
         with contextlib.suppress(*UNAVAILABLE, NoScriptError):
             async with asyncio.timeout(COMMAND_TIMEOUT):
-                if self._claims:
-                    await self._load_scripts()  # a cluster's pipeline does not
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for key, members in self._local.items():
-                        pipe.zrem(key, *members)
-                    for holder, keys in _by_holder(self._claims).items():
-                        await self._scripts["release"](keys=keys, args=[holder], client=pipe)
-                    await pipe.execute()
-        self._local.clear()
+                await self._run(calls)
+        self._rooms.clear()
+        self._connections.clear()
         self._claims.clear()
         with contextlib.suppress(*UNAVAILABLE):
             await self._client.aclose()
 
     async def add(self, room: str, user: str, connection_id: str) -> None:
-        entries = self._entries(room, user, connection_id)
-        for key, member in entries:
-            self._local.setdefault(key, set()).add(member)
-        await self._write({key: {member} for key, member in entries})
-
-    async def remove(self, room: str, user: str, connection_id: str) -> None:
-        entries = self._entries(room, user, connection_id)
-        for key, member in entries:
-            members = self._local.get(key)
-            if members is not None:
-                members.discard(member)
-                if not members:
-                    del self._local[key]
+        name, keys, entry = self._keep(room, user, connection_id)
         if self._client is None:
             return
         try:
-            async with (
-                asyncio.timeout(COMMAND_TIMEOUT),
-                self._turn,
-                self._client.pipeline(transaction=False) as pipe,
-            ):
-                for key, member in entries:
-                    pipe.zrem(key, member)
-                await pipe.execute()
+            await self._scripts[name](keys=keys, args=[self.ttl_ms, entry])
+        except UNAVAILABLE as error:
+            log.debug("presence write deferred to the next refresh: %s", error)
+
+    async def join(
+        self, room: str, user: str, connection_id: str, limit: int
+    ) -> tuple[int, list[str]]:
+        if room == USER_ROOM:
+            return await super().join(room, user, connection_id, limit)
+        _, keys, member = self._keep(room, user, connection_id)
+        now, limit = time.monotonic(), max(limit, 0)
+        when, listed, names = self._lists.get(room, (0.0, -1, []))
+        reuse = listed == limit and now - when < NAMES_FRESH
+        count, raw = await self._read("room_join", keys, self.ttl_ms, 0 if reuse else limit, member)
+        if not reuse:
+            names = _names(raw)
+        elif count <= limit:
+            count, names = await self.snapshot(room, limit)
+        if count > limit > 0:
+            self._lists[room] = (when if reuse else now, limit, names)
+        else:
+            self._lists.pop(room, None)
+        return int(count), names
+
+    def _keep(self, room: str, user: str, connection_id: str) -> tuple[str, list[str], str]:
+        """Hold the entry locally (refreshes write it); the script, keys and entry to write."""
+        if room == USER_ROOM:
+            self._connections.setdefault(user, set()).add(connection_id)
+            return "connections_write", [self.user_key(user)], connection_id
+        member = f"{user}{SEPARATOR}{connection_id}"
+        self._rooms.setdefault(room, set()).add(member)
+        return "room_write", self.room_keys(room), member
+
+    async def remove(self, room: str, user: str, connection_id: str) -> None:
+        call = self._forget(room, user, connection_id)
+        if self._client is None:
+            return
+        try:
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                await self._written.wait()
+                await self._scripts[call[0]](keys=call[1], args=call[2])
         except UNAVAILABLE as error:
             log.debug("presence remove deferred to expiry: %s", error)
 
-    async def claim(self, keys: Sequence[str], connection_id: str) -> bool:
+    async def leave(self, room: str, user: str, connection_id: str) -> int:
+        if room == USER_ROOM:
+            return await super().leave(room, user, connection_id)
+        name, keys, args = self._forget(room, user, connection_id)
         if self._client is None:
             raise BrokerUnavailable("presence not started")
-        holder, claim_keys = self._holder(connection_id), [self.claim_key(k) for k in keys]
         try:
-            taken = await self._scripts["claim"](keys=claim_keys, args=[holder, self.claim_ttl_ms])
-        except UNAVAILABLE as error:
-            raise BrokerUnavailable(f"presence: {error}") from error
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                await self._written.wait()
+        except TimeoutError as error:
+            raise BrokerUnavailable("presence: a refresh held the removal too long") from error
+        return int(await self._read(name, keys, *args))
+
+    def _forget(self, room: str, user: str, connection_id: str) -> Call:
+        """Drop the entry locally; the script call that removes it from Redis."""
+        if room == USER_ROOM:
+            _discard(self._connections, user, connection_id)
+            return ("connections_leave", [self.user_key(user)], [connection_id])
+        member = f"{user}{SEPARATOR}{connection_id}"
+        _discard(self._rooms, room, member)
+        return ("room_leave", self.room_keys(room), [member])
+
+    async def claim(self, keys: Sequence[str], connection_id: str) -> bool:
+        holder, claim_keys = self._holder(connection_id), [self.claim_key(k) for k in keys]
+        taken = await self._read("claim", claim_keys, holder, self.claim_ttl_ms)
         if taken:
             self._claims.update(dict.fromkeys(claim_keys, holder))
         return bool(taken)
@@ -245,71 +211,72 @@ class RedisPresence(Presence):
         if self._client is None:
             return
         try:
-            async with asyncio.timeout(COMMAND_TIMEOUT), self._turn:
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                await self._written.wait()
                 await self._scripts["release"](keys=claim_keys, args=[holder])
         except UNAVAILABLE as error:
             log.debug("claim release deferred to expiry: %s", error)
 
     async def online(self, room: str) -> list[str]:
-        members = await self._read("members", self.room_key(room))
-        return sorted({bytes(member).decode().partition(SEPARATOR)[0] for member in members})
-
-    async def rooms(self) -> list[tuple[str, int]]:
-        """``SCAN`` over the presence keys (O(keys in Redis): an operator's call, not a hot
-        path), then each room's live members in one pipeline."""
-        if self._client is None:
-            raise BrokerUnavailable("presence not started")
-        head = self.room_key("")
-        pattern = _glob_escape(head) + "*"
-        try:
-            keys = sorted(
-                {bytes(key).decode() async for key in self._client.scan_iter(pattern, 1000)}
-                - {self.room_key(USER_ROOM)}
-            )
-            async with self._client.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    await self._scripts["members"](keys=[key], client=pipe)
-                results = await pipe.execute()
-        except UNAVAILABLE as error:
-            raise BrokerUnavailable(f"presence: {error}") from error
-        counts = []
-        for key, members in zip(keys, results, strict=True):
-            users = {bytes(member).decode().partition(SEPARATOR)[0] for member in members}
-            if users:
-                counts.append((key[len(head) :], len(users)))
-        return counts
+        return _names(await self._read("room_members", self.room_keys(room)))
 
     async def snapshot(self, room: str, limit: int) -> tuple[int, list[str]]:
-        count, names = await self._read("snapshot", self.room_key(room), max(limit, 0))
-        # Lua sorts with the server's collation; the order clients see is Python's, as online()'s.
-        return int(count), sorted(bytes(name).decode() for name in names)
+        count, names = await self._read("room_snapshot", self.room_keys(room), max(limit, 0))
+        return int(count), _names(names)
+
+    async def rooms(self) -> list[tuple[str, int]]:
+        """``SCAN`` over the rooms' connection keys (O(keys in Redis): an operator's call, not
+        a hot path), then each room's count in one pipeline."""
+        if self._client is None:
+            raise BrokerUnavailable("presence not started")
+        head = self.room_keys("")[0].removesuffix("{}")
+        try:
+            keys = [
+                bytes(key).decode()
+                async for key in self._client.scan_iter(f"{_glob_escape(head)}{{*}}", 1000)
+            ]
+            rooms = sorted({key[len(head) + 1 : -1] for key in keys})
+            calls: list[Call] = [("room_snapshot", self.room_keys(room), [0]) for room in rooms]
+            results = await self._run(calls)
+        except UNAVAILABLE as error:
+            raise BrokerUnavailable(f"presence: {error}") from error
+        counts = [(room, int(count)) for room, (count, _) in zip(rooms, results, strict=True)]
+        return [(room, count) for room, count in counts if count]
 
     async def connections_of(self, user: str) -> int:
-        return int(await self._read("count", self.user_key(user)))
+        return int(await self._read("connections_count", [self.user_key(user)]))
 
-    async def _read(self, script: str, key: str, *args: Any) -> Any:
+    async def _read(self, script: str, keys: list[str], *args: Any) -> Any:
+        """One script call (one round trip: ``EVALSHA``, loading the script if Redis lacks it)."""
         if self._client is None:
             raise BrokerUnavailable("presence not started")
         try:
-            return await self._scripts[script](keys=[key], args=list(args))
+            return await self._scripts[script](keys=keys, args=list(args))
         except UNAVAILABLE as error:
             raise BrokerUnavailable(f"presence: {error}") from error
 
     async def _write(
-        self, entries: dict[str, set[str]], claims: dict[str, str] | None = None
+        self,
+        rooms: dict[str, set[str]],
+        connections: dict[str, set[str]],
+        claims: dict[str, str] | None = None,
     ) -> None:
-        """Score the members (and renew the claims) with a fresh expiry, in one pipeline; a
+        """Score the entries (and renew the claims) with a fresh expiry, in one pipeline; a
         failure waits for the next refresh."""
-        if self._client is None or not (entries or claims):
+        calls: list[Call] = [
+            ("room_write", self.room_keys(room), [self.ttl_ms, *chunk])
+            for room, members in rooms.items()
+            for chunk in _chunked(members)
+        ]
+        for user, ids in connections.items():
+            calls.append(("connections_write", [self.user_key(user)], [self.ttl_ms, *ids]))
+        entries = len(calls)
+        for keys, holders in _chunks(claims or {}):
+            calls.append(("renew", keys, [self.claim_ttl_ms, *holders]))
+        if self._client is None or not calls:
             return
         try:
-            try:
-                results = await self._pipelined(entries, claims or {})
-            except NoScriptError:
-                # A cluster's pipeline does not load scripts as a plain one does: load them on
-                # every primary (a new or restarted one has none) and write once more.
-                await self._load_scripts()
-                results = await self._pipelined(entries, claims or {})
+            results = await self._run(calls)
         except UNAVAILABLE as error:
             if not self._failing:
                 log.warning(
@@ -322,33 +289,63 @@ class RedisPresence(Presence):
         if self._failing:
             log.info("presence refresh restored")
         self._failing = False
-        lost = sum(int(result) for result in results[len(entries) :])
+        lost = sum(int(result) for result in results[entries:])
         if lost:
             log.warning("%d client id claims were taken over after expiring unrenewed", lost)
 
-    async def _pipelined(self, entries: dict[str, set[str]], claims: dict[str, str]) -> Any:
-        refresh, renew = self._scripts["refresh"], self._scripts["renew"]
-        async with self._client.pipeline(transaction=False) as pipe:
-            for key, members in entries.items():
-                await refresh(keys=[key], args=[self.ttl_ms, *members], client=pipe)
-            for keys, holders in _chunks(claims):
-                await renew(keys=keys, args=[self.claim_ttl_ms, *holders], client=pipe)
-            return await pipe.execute()
+    async def _run(self, calls: list[Call]) -> list[Any]:
+        """Script calls in one pipeline. A cluster's pipeline does not load scripts as a plain
+        one does: on ``NOSCRIPT`` load them on every primary (a new or restarted one has none)
+        and run once more."""
+        try:
+            return await self._pipelined(calls)
+        except NoScriptError:
+            for script in self._scripts.values():
+                await self._client.script_load(script.script)
+            return await self._pipelined(calls)
 
-    async def _load_scripts(self) -> None:
-        for script in self._scripts.values():
-            await self._client.script_load(script.script)
+    async def _pipelined(self, calls: list[Call]) -> list[Any]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for name, keys, args in calls:
+                await self._scripts[name](keys=keys, args=args, client=pipe)
+            return list(await pipe.execute())
 
     async def refresh(self) -> None:
         """Rewrite this worker's entries and renew its claims, as they are now."""
         async with self._turn:
-            entries = {key: set(members) for key, members in self._local.items()}
-            await self._write(entries, dict(self._claims))
+            rooms = {room: set(members) for room, members in self._rooms.items()}
+            connections = {user: set(ids) for user, ids in self._connections.items()}
+            self._written.clear()
+            try:
+                await self._write(rooms, connections, dict(self._claims))
+            finally:
+                self._written.set()
 
     async def _refresh_forever(self) -> None:
         while True:
             await asyncio.sleep(self.refresh_interval)
+            stale = time.monotonic() - NAMES_FRESH
+            self._lists = {room: kept for room, kept in self._lists.items() if kept[0] > stale}
             await self.refresh()
+
+
+def _names(raw: Iterable[Any]) -> list[str]:
+    """Names as Redis ordered them: by their UTF-8 bytes, which is code point order, Python's."""
+    return [bytes(name).decode() for name in raw]
+
+
+def _discard(entries: dict[str, set[str]], key: str, item: str) -> None:
+    items = entries.get(key)
+    if items is not None:
+        items.discard(item)
+        if not items:
+            del entries[key]
+
+
+def _chunked(items: Iterable[str]) -> Iterator[list[str]]:
+    every = list(items)
+    for first in range(0, len(every), CHUNK):
+        yield every[first : first + CHUNK]
 
 
 def _chunks(claims: dict[str, str]) -> Iterator[tuple[list[str], list[str]]]:

@@ -331,6 +331,30 @@ async def test_a_snapshot_counts_distinct_users_and_names_the_first_sorted(
     assert await presence.snapshot("big", 9) == (3, sorted(await presence.online("big")))
 
 
+async def test_a_join_answers_with_the_joiner_counted_and_a_leave_with_the_count_left(
+    backend: Backend,
+) -> None:
+    """What a join's ack and a leave's event read, in one call each; several connections of
+    one user count once, and the user stays until the last of them leaves."""
+    presence = await backend.presence()
+    assert await presence.join("big", "zoe", "c1", 10) == (1, ["zoe"])
+    assert await presence.join("big", "adam", "c2", 1) == (2, ["adam"])
+    assert await presence.join("big", "zoe", "c3", 10) == (2, ["adam", "zoe"]), "a second tab"
+    assert await presence.join("big", "bob", "c4", 0) == (3, [])
+    assert await presence.join("other", "zoe", "c1", 10) == (1, ["zoe"])
+    assert await presence.leave("big", "zoe", "c1") == 3, "zoe's second tab is still there"
+    assert await presence.leave("big", "zoe", "c3") == 2
+    assert await presence.leave("big", "zoe", "c3") == 2, "a second leave changes nothing"
+    assert await presence.leave("big", "nobody", "c9") == 2
+    assert await presence.snapshot("big", 10) == (2, ["adam", "bob"])
+    assert await presence.online("other") == ["zoe"]
+    assert await presence.rooms() == [("big", 2), ("other", 1)]
+    await presence.remove("big", "adam", "c2")
+    assert await presence.leave("big", "bob", "c4") == 0
+    assert await presence.snapshot("big", 10) == (0, [])
+    assert await presence.rooms() == [("other", 1)]
+
+
 async def test_presence_counts_connections_of_a_user(backend: Backend) -> None:
     presence = await backend.presence()
     assert await presence.connections_of("bob") == 0

@@ -158,7 +158,8 @@ async def test_presence_is_shared_and_a_dead_workers_entries_expire(workers: Wor
     # The "crashed" worker stops refreshing without cleaning up, like a kill -9.
     assert crashed._refresher is not None
     crashed._refresher.cancel()
-    crashed._local.clear()
+    crashed._rooms.clear()
+    crashed._connections.clear()
     died = time.monotonic()
     await eventually(lambda: _online(alive, "lobby", ["ann"]), 5, "the ghost to expire")
     assert time.monotonic() - died <= scaled(1.5 + 1.0)
@@ -166,6 +167,56 @@ async def test_presence_is_shared_and_a_dead_workers_entries_expire(workers: Wor
     # ann is refreshed by her live worker, well past the TTL.
     await asyncio.sleep(1.5 * 1.5)  # not a synchronisation: outliving the TTL is the point
     assert await alive.online("lobby") == ["ann"]
+
+
+async def test_a_dead_workers_connections_leave_the_count_and_names_as_they_expire(
+    workers: Workers,
+) -> None:
+    """Counts and names are kept beside the connections, not read from them: a crashed
+    worker's entries must leave them too, and a user with a connection on a live worker stays
+    (counted once while both were there)."""
+    alive = await workers.presence(ttl=1.5)
+    crashed = await workers.presence(ttl=1.5)
+    await alive.join("big", "ann", "a1", 10)
+    await crashed.join("big", "ann", "g1", 10)
+    await crashed.join("big", "ghost", "g2", 10)
+    await crashed.join("big", "ghost", "g3", 10)
+    await crashed.join("small", "ghost", "g2", 10)
+    assert await alive.snapshot("big", 10) == (2, ["ann", "ghost"])
+    assert await alive.rooms() == [("big", 2), ("small", 1)]
+
+    assert crashed._refresher is not None
+    crashed._refresher.cancel()
+    crashed._rooms.clear()
+
+    async def ghost_gone() -> bool:
+        return await alive.snapshot("big", 10) == (1, ["ann"])
+
+    await eventually(ghost_gone, 5, "the ghost to expire")
+    assert await alive.rooms() == [("big", 1)]
+    assert await alive.join("big", "bea", "b1", 10) == (2, ["ann", "bea"])
+    assert await alive.leave("big", "ann", "a1") == 1, "ann's other connection died with it"
+
+
+async def test_joins_into_a_room_larger_than_the_list_reuse_the_list_but_count_exactly(
+    workers: Workers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A storm's joins each read a count, not the same names again; a room back within the
+    limit is listed afresh at once."""
+    monkeypatch.setattr("gateway.presence.redis.NAMES_FRESH", 3600.0)
+    presence = await workers.presence()
+    other = await workers.presence()
+    for user in ("bob", "carl", "dan"):
+        await other.join("big", user, f"o-{user}", 2)
+    assert await presence.join("big", "eve", "e1", 2) == (4, ["bob", "carl"])
+    await other.join("big", "abe", "o-abe", 2)
+    assert await presence.join("big", "fay", "f1", 2) == (6, ["bob", "carl"]), "the list kept"
+    assert await presence.snapshot("big", 2) == (6, ["abe", "bob"]), "the API reads afresh"
+    for user in ("abe", "bob", "carl", "dan"):
+        await other.leave("big", user, f"o-{user}")
+    await presence.leave("big", "fay", "f1")
+    assert await presence.join("big", "gus", "g1", 2) == (2, ["eve", "gus"]), "listed afresh"
+    assert await presence.join("big", "hal", "h1", 2) == (3, ["eve", "gus"])
 
 
 async def test_rate_limit_budget_is_shared_by_workers(redis_url: str) -> None:

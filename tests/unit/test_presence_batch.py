@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gateway.presence_batch import Batch, PresenceBatcher
+from gateway.presence_batch import COUNT_INTERVAL, Batch, PresenceBatcher
 from gateway.protocol import render_text
 
 CHANNEL = "room:big"
@@ -21,11 +21,14 @@ class Recorder:
 
     def __init__(self) -> None:
         self.batches: list[Batch] = []
+        self.times: list[float] = []
+        """The loop's clock at each flush."""
         self.arrived = asyncio.Event()
 
     def __call__(self, channel: str, batch: Batch) -> None:
         assert channel == CHANNEL
         self.batches.append(batch)
+        self.times.append(asyncio.get_running_loop().time())
         self.arrived.set()
 
     async def next(self) -> Batch:
@@ -120,6 +123,53 @@ async def test_a_large_room_gets_only_counts_one_a_window() -> None:
     assert (event["event"], event["online"]) == ("count", 51)
     assert render_text(event) == "51 users online."
     assert len(recorder.batches) == 2
+    batches.aclose()
+
+
+def window_left(batches: PresenceBatcher) -> float:
+    """Seconds until the open window of the room ends."""
+    timer = batches._rooms[CHANNEL].timer
+    assert timer is not None, "no window open"
+    return timer.when() - asyncio.get_running_loop().time()
+
+
+async def test_a_large_room_gets_a_count_at_most_once_a_second() -> None:
+    """A storm into a counted room: one event a second per member, not one per 50 ms window;
+    the first count still goes out at once."""
+    recorder = Recorder()
+    batches = batcher(recorder, names_max=2)
+    batches.add(CHANNEL, change("joined", "u1", 3))
+    assert len(recorder.batches) == 1, "the first change of a quiet room waits for nothing"
+    assert WINDOW < window_left(batches) <= COUNT_INTERVAL
+    online = 3
+    for _ in range(2):
+        for _ in range(10):
+            online += 1
+            batches.add(CHANNEL, change("joined", f"u{online}", online))
+        event = batches.event(await recorder.next())
+        assert event is not None
+        assert (event["event"], event["online"]) == ("count", online)
+    first, second, third = recorder.times
+    tolerance = 0.01  # asyncio may run a timer up to its clock resolution early
+    assert second - first >= COUNT_INTERVAL - tolerance
+    assert third - second >= COUNT_INTERVAL - tolerance
+    batches.aclose()
+
+
+async def test_a_room_that_names_its_members_keeps_the_short_window() -> None:
+    recorder = Recorder()
+    batches = batcher(recorder, names_max=2)
+    batches.add(CHANNEL, change("joined", "alice", 1))
+    assert 0 < window_left(batches) <= WINDOW
+    batches.add(CHANNEL, change("joined", "bob", 2))
+    batches.add(CHANNEL, change("joined", "carol", 3))
+    event = batches.event(await recorder.next())
+    assert event is not None
+    assert event["event"] == "count"
+    assert WINDOW < window_left(batches) <= COUNT_INTERVAL, "counted: the long window"
+    batches.add(CHANNEL, change("left", "carol", 2))
+    assert batches.event(await recorder.next()) == change("left", "carol", 2)
+    assert 0 < window_left(batches) <= WINDOW, "named again: the short window"
     batches.aclose()
 
 
