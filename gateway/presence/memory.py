@@ -1,9 +1,14 @@
-"""Presence of one process: exact, and gone with the process."""
+"""Presence of one process: exact, and gone with the process.
+
+Each room keeps its users in name order as they come and go (a binary search and a move of
+pointers), so a join's count and first names cost O(log N + names): picking the first names
+out of the whole room on every join made a storm of N joins O(N²) here too (a third of one
+process' CPU in a 3,000-client storm, py-spy).
+"""
 
 from __future__ import annotations
 
-import heapq
-from collections import defaultdict
+import bisect
 from collections.abc import Sequence
 
 from gateway.presence.base import Presence
@@ -11,38 +16,62 @@ from gateway.presence.base import Presence
 USER_ROOM = "\x00user"
 
 
+class _Room:
+    __slots__ = ("connections", "names")
+
+    def __init__(self) -> None:
+        self.connections: dict[str, set[str]] = {}
+        """user -> connection ids"""
+        self.names: list[str] = []
+        """The users, sorted."""
+
+
 class MemoryPresence(Presence):
     def __init__(self) -> None:
-        self._rooms: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+        self._rooms: dict[str, _Room] = {}
         self._claims: dict[str, str] = {}
 
     async def add(self, room: str, user: str, connection_id: str) -> None:
-        self._rooms[room][user].add(connection_id)
+        members = self._rooms.get(room)
+        if members is None:
+            members = self._rooms[room] = _Room()
+        connections = members.connections.get(user)
+        if connections is None:
+            connections = members.connections[user] = set()
+            bisect.insort(members.names, user)
+        connections.add(connection_id)
 
     async def remove(self, room: str, user: str, connection_id: str) -> None:
-        users = self._rooms.get(room)
-        if users is None or user not in users:
+        members = self._rooms.get(room)
+        if members is None or user not in members.connections:
             return
-        users[user].discard(connection_id)
-        if not users[user]:
-            del users[user]
-        if not users:
+        connections = members.connections[user]
+        connections.discard(connection_id)
+        if connections:
+            return
+        del members.connections[user]
+        del members.names[bisect.bisect_left(members.names, user)]
+        if not members.connections:
             del self._rooms[room]
 
     async def online(self, room: str) -> list[str]:
-        return sorted(self._rooms.get(room, {}))
+        members = self._rooms.get(room)
+        return [] if members is None else list(members.names)
 
     async def snapshot(self, room: str, limit: int) -> tuple[int, list[str]]:
-        users = self._rooms.get(room, {})
-        return len(users), heapq.nsmallest(limit, users)
+        members = self._rooms.get(room)
+        if members is None:
+            return 0, []
+        return len(members.names), members.names[: max(limit, 0)]
 
     async def rooms(self) -> list[tuple[str, int]]:
         return sorted(
-            (room, len(users)) for room, users in self._rooms.items() if room != USER_ROOM
+            (room, len(members.names)) for room, members in self._rooms.items() if room != USER_ROOM
         )
 
     async def connections_of(self, user: str) -> int:
-        return len(self._rooms.get(USER_ROOM, {}).get(user, ()))
+        members = self._rooms.get(USER_ROOM)
+        return 0 if members is None else len(members.connections.get(user, ()))
 
     async def claim(self, keys: Sequence[str], connection_id: str) -> bool:
         """Atomic in the process: nothing awaits between the check and the write."""
