@@ -3,35 +3,22 @@ unless ``--redis-url`` names one, and counts that server's CPU beside the worker
 
 from __future__ import annotations
 
-import json
-import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
+from tests.support.bench import run_bench
 from tests.support.redis import server_binary
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_workers_run_starts_a_private_redis_and_measures_it(tmp_path: Path) -> None:
     server_binary()  # skips (fails in CI) where there is no redis-server
     out = tmp_path / "workers.json"
-    done = subprocess.run(
-        [
-            sys.executable, "-m", "loadtest.bench", "--scenario", "workers", "--workers", "2",
-            "--no-pin", "-N", "10", "-P", "2", "--rate", "100", "--duration", "1",
-            "--warmup", "0.3", "--repeat", "1", "--json", str(out),
-        ],
-        cwd=REPO,
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
+    data = run_bench(
+        "--scenario", "workers", "--workers", "2",
+        "--no-pin", "-N", "10", "-P", "2", "--rate", "100", "--duration", "1",
+        "--warmup", "0.3", "--repeat", "1", "--json", str(out),
         timeout=120,
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    data = json.loads(out.read_text())
     fleet, single = data["results"]["gateway-workers2"], data["results"]["gateway-single"]
     assert fleet["processes"] == 3  # gunicorn's master and two workers
     assert fleet["delivered_ratio"] >= 0.99

@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
+from tests.support.bench import run_bench
 from tests.support.servers import start_gateway
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def bench(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> dict[str, Any]:
-    out = Path(args[args.index("--json") + 1])
-    done = subprocess.run(
-        [sys.executable, "-m", "loadtest.bench", *args],
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    data: dict[str, Any] = json.loads(out.read_text())
-    return data
+    return run_bench(*args, timeout=timeout, env={**os.environ, **(env or {})})
 
 
 def test_fanout_against_running_gateway(tmp_path: Path) -> None:

@@ -4,10 +4,6 @@ saying so (CI has npm: there they fail instead)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,9 +12,8 @@ import websocket
 
 from loadtest.bun import BunUnavailable, bun_binary
 from loadtest.servers import Server, start_bun
+from tests.support.bench import run_bench
 from tests.support.skips import unavailable
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -65,20 +60,12 @@ def test_it_speaks_the_seeds_frames(bun: Server) -> None:
 
 def test_the_benchmark_measures_it_like_the_seed(installed: Path, tmp_path: Path) -> None:
     out = tmp_path / "bun.json"
-    done = subprocess.run(
-        [
-            sys.executable, "-m", "loadtest.bench", "--scenario", "fanout", "--target", "bun",
-            "--no-pin", "-N", "10", "-P", "2", "--rate", "max", "--duration", "1",
-            "--warmup", "0.2", "--repeat", "1", "--json", str(out),
-        ],
-        cwd=REPO,
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=60,
+    data = run_bench(
+        "--scenario", "fanout", "--target", "bun",
+        "--no-pin", "-N", "10", "-P", "2", "--rate", "max", "--duration", "1",
+        "--warmup", "0.2", "--repeat", "1", "--json", str(out),
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    result = json.loads(out.read_text())["results"]["bun-fanout"]
+    result = data["results"]["bun-fanout"]
     assert result["connections"] == 12
     assert result["recipients"] == 12  # every connection, the sender included
     assert result["delivered_ratio"] >= 0.99

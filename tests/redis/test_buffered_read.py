@@ -4,7 +4,6 @@ in one tick, without a ``get_message`` call per publication."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -12,27 +11,12 @@ import redis
 from redis.asyncio.client import PubSub
 
 from gateway.broker import Envelope, room_channel
-from gateway.broker.redis import HISTORY_TTL, PUBLISH_SCRIPT, RedisBroker
+from gateway.broker.redis import HISTORY_TTL, PUBLISH_SCRIPT
+from tests.redis.conftest import StartBroker
 from tests.support.fakes import message
 from tests.support.servers import scaled
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-async def brokers() -> AsyncIterator[list[RedisBroker]]:
-    """Close what the test started (each broker stands for one worker)."""
-    started: list[RedisBroker] = []
-    yield started
-    for broker in reversed(started):
-        await broker.aclose()
-
-
-async def start(brokers: list[RedisBroker], url: str, deliver: Any) -> RedisBroker:
-    broker = RedisBroker(url, deliver, 100)
-    await broker.start()
-    brokers.append(broker)
-    return broker
 
 
 class Ticks:
@@ -79,14 +63,14 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 async def test_a_burst_waiting_on_the_socket_is_delivered_in_order_in_one_tick(
-    brokers: list[RedisBroker], redis_url: str, reads: list[int]
+    start_broker: StartBroker, redis_url: str, reads: list[int]
 ) -> None:
     """While the reader delivers one message, 50 more are published (from a blocking client:
     this worker's loop is busy meanwhile). They wait on the pub/sub socket and come out in the
     next tick, in id order, from a handful of reads rather than one each (a read per message costs
     ~15x the parse)."""
     ticks = Ticks(expected=51)
-    broker = await start(brokers, redis_url, ticks)
+    broker = await start_broker(redis_url, ticks)
     channel = room_channel("burst")
     await broker.subscribe(channel)
     publisher = redis.Redis.from_url(broker.url)

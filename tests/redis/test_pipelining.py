@@ -7,7 +7,6 @@ own id or error, ids and delivery in issue order.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,27 +14,11 @@ from redis.exceptions import ResponseError
 
 from gateway.broker import Envelope, room_channel
 from gateway.broker.pipelining import Publisher
-from gateway.broker.redis import RedisBroker
+from tests.redis.conftest import StartBroker
 from tests.support.fakes import Inbox, message
 from tests.support.redis import RedisServer
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-async def brokers() -> AsyncIterator[list[RedisBroker]]:
-    """Close what the test started (each broker stands for one worker)."""
-    started: list[RedisBroker] = []
-    yield started
-    for broker in reversed(started):
-        await broker.aclose()
-
-
-async def start(brokers: list[RedisBroker], url: str, deliver: Any) -> RedisBroker:
-    broker = RedisBroker(url, deliver, 100)
-    await broker.start()
-    brokers.append(broker)
-    return broker
 
 
 @pytest.fixture
@@ -53,10 +36,10 @@ def pipelines(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 async def test_publishes_issued_meanwhile_go_as_one_pipeline_each_with_its_own_id_in_order(
-    brokers: list[RedisBroker], redis_url: str, pipelines: list[int]
+    start_broker: StartBroker, redis_url: str, pipelines: list[int]
 ) -> None:
     inbox = Inbox()
-    broker = await start(brokers, redis_url, inbox)
+    broker = await start_broker(redis_url, inbox)
     await broker.subscribe(room_channel("batch"))
     pipelines.clear()
 
@@ -80,10 +63,10 @@ async def test_publishes_issued_meanwhile_go_as_one_pipeline_each_with_its_own_i
 
 
 async def test_a_publish_failing_inside_a_pipeline_fails_only_its_caller(
-    brokers: list[RedisBroker], redis_url: str, pipelines: list[int]
+    start_broker: StartBroker, redis_url: str, pipelines: list[int]
 ) -> None:
     inbox = Inbox()
-    broker = await start(brokers, redis_url, inbox)
+    broker = await start_broker(redis_url, inbox)
     await broker.subscribe(room_channel("fine"))
     meta, _ = broker.keys(room_channel("broken"))
     assert broker._commands is not None
@@ -106,11 +89,11 @@ async def test_a_publish_failing_inside_a_pipeline_fails_only_its_caller(
 
 
 async def test_a_pipeline_reloads_a_script_redis_lost_and_runs_those_publishes_once(
-    brokers: list[RedisBroker], own_redis: RedisServer, pipelines: list[int]
+    start_broker: StartBroker, own_redis: RedisServer, pipelines: list[int]
 ) -> None:
     """On a private Redis: flushing the shared one's scripts would disturb other tests."""
     inbox = Inbox()
-    broker = await start(brokers, f"{own_redis.url}?prefix=flushed", inbox)
+    broker = await start_broker(f"{own_redis.url}?prefix=flushed", inbox)
     await broker.subscribe(room_channel("flushed"))
     assert broker._commands is not None
     await broker._commands.script_flush()
