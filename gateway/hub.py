@@ -194,10 +194,11 @@ class Hub:
         confirmed it, the room's newest id splits what comes live (newer) from what is in
         history (up to it), the ack goes out, and the held messages newer than it follow.
         ``hold`` keeps holding them for a resume that replays history first. ``ask``: the app
-        backend's ``join`` hook decides too (after the grants and the room limit). The newest id
-        and the presence entry (with the ack's count and names) are independent round trips, so
-        both go at once; each is awaited even when the other fails, so the leave that follows a
-        failure never runs before the entry is written.
+        backend's ``join`` hook decides too (after the grants and the room limit). The presence
+        entry (with the ack's count and names, one round trip) is written after the newest id is
+        read, just before the ack and the ``joined`` event: run at once, the count went stale
+        behind other joins before it was published (a storm's last event said 22 of 41), and a
+        join in one process stopped being one step.
         """
         cursor = session.rooms.get(room)
         if cursor is not None:
@@ -218,15 +219,8 @@ class Hub:
         cursor = session.enter(room)
         cursor.presence_mark = self.presence_batches.mark(room_channel(room))
         await self._subscribe(room_channel(room), session)
-        last_id, seen = await asyncio.gather(
-            self.broker.last_id(room_channel(room)),
-            self._presence_of(session, room, enter=True),
-            return_exceptions=True,
-        )
-        if isinstance(last_id, BaseException):
-            raise last_id
-        if isinstance(seen, BaseException):
-            raise seen
+        last_id = await self.broker.last_id(room_channel(room))
+        seen = await self._presence_of(session, room, enter=True)
         if session.rooms.get(room) is not cursor:
             return False  # left, or closed, meanwhile: its leave has been told
         cursor.start(last_id)

@@ -139,11 +139,16 @@ class RedisPresence(Presence):
     ) -> tuple[int, list[str]]:
         if room == USER_ROOM:
             return await super().join(room, user, connection_id, limit)
-        _, keys, member = self._keep(room, user, connection_id)
+        keys = self.room_keys(room)
         now, limit = time.monotonic(), max(limit, 0)
         when, listed, names = self._lists.get(room, (0.0, -1, []))
         reuse = listed == limit and now - when < NAMES_FRESH
-        count, raw = await self._read("room_join", keys, self.ttl_ms, 0 if reuse else limit, member)
+        # The entry, then the count in a second round trip: counted in the same step as its own
+        # entry, a storm's joins carried every count from 2 to N, and the one published last
+        # across workers (not the largest) was the room's count for good (a storm of 41 ended
+        # on "20 online"). Read after, the counts of concurrent joins see each other.
+        await self.add(room, user, connection_id)
+        count, raw = await self._read("room_snapshot", keys, 0 if reuse else limit)
         if not reuse:
             names = _names(raw)
         elif count <= limit:

@@ -69,13 +69,9 @@ def test_one_process_storm_is_batched_and_the_baseline_is_not(tmp_path: Path) ->
 
     base = data["storms"][f"gateway-storm-{N}-batch0"]
     admitted_cleanly(base["storm"])
-    # One event per join, to everyone in the room when it is published (the joiner included):
-    # at least N(N+1)/2 in all. A join awaits its last id and presence entry together, so the
-    # storm's joins interleave and a member may already be there when an earlier joiner's
-    # event goes out (as with the seed's broadcast): at most N per join.
-    events = round(base["storm"]["events_mean"] * N)
-    assert N * (N + 1) // 2 <= events <= N * N
-    assert base["storm"]["kinds"] == {"joined": events}
+    # One event per join, to everyone already there (and the joiner): N(N+1)/2 in all.
+    assert base["storm"]["events_mean"] * N == N * (N + 1) / 2
+    assert base["storm"]["kinds"] == {"joined": N * (N + 1) // 2}
     assert base["env"] == {"GATEWAY_PRESENCE_BATCH_MS": "0"}
 
     # The storm's own block, between its markers, with the command; the rest kept.
