@@ -71,18 +71,6 @@ return #ARGV - 1
 """Score connections (``ARGV[2..]``) with a fresh expiry: a refresh, which also restores what
 Redis lost (a restart), counted again as it comes back."""
 
-ROOM_JOIN = (
-    _ROOM
-    + """
-local ttl = tonumber(ARGV[1])
-add(ARGV[3], ms + ttl)
-keep(ttl)
-return snapshot(tonumber(ARGV[2]))
-"""
-)
-"""A connection joins (``ARGV[3]``), and the room's count and first ``ARGV[2]`` names after it:
-a join's whole presence in one round trip."""
-
 ROOM_LEAVE = (
     _ROOM
     + """
@@ -160,7 +148,6 @@ return lost
 
 SCRIPTS = {
     "room_write": ROOM_WRITE,
-    "room_join": ROOM_JOIN,
     "room_leave": ROOM_LEAVE,
     "room_snapshot": ROOM_SNAPSHOT,
     "room_members": ROOM_MEMBERS,
