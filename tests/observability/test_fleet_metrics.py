@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 from collections import Counter
+from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -73,9 +74,12 @@ async def test_connections_equal_connected_clients_through_close_and_kill_9(redi
         clients = {f"user-{n}": await Listener.connect(server, f"user-{n}") for n in range(CLIENTS)}
         await scraper.settle("gateway_connections", CLIENTS)
 
-        for user in list(clients)[:CLOSED]:
+        closed = list(clients)[:CLOSED]
+        for user in closed:
             await clients.pop(user).close()
         await scraper.settle("gateway_connections", CLIENTS - CLOSED)
+        # Their leaves go out in presence windows: delivered before the throughput is counted.
+        await asyncio.gather(*(saw_leave(client, closed) for client in clients.values()))
 
         pids = pid_of_users(server)
         assert clients.keys() <= pids.keys()
@@ -103,6 +107,20 @@ async def test_connections_equal_connected_clients_through_close_and_kill_9(redi
                 await client.close()
         await scraper.settle("gateway_connections", 0)
     assert scraper.scrapes > 20
+
+
+async def saw_leave(client: Listener, users: list[str]) -> None:
+    def left(event: dict[str, Any]) -> set[str]:
+        if event.get("type") != "presence":
+            return set()
+        if event.get("event") == "left":
+            return {event["user"]}
+        return set(event.get("left", ()))
+
+    def all_left(_: dict[str, Any]) -> bool:
+        return set(users) <= {user for seen in client.events for user in left(seen)}
+
+    await client.wait_for(all_left)
 
 
 def process_pids(samples: Samples) -> set[int]:
