@@ -56,6 +56,19 @@ class _ClientFaultLog(logging.LoggerAdapter[logging.Logger]):
         self.info(msg, *args)
 
 
+class _LifecycleLog(logging.LoggerAdapter[logging.Logger]):
+    """uvicorn's ``[accepted]`` and websockets' ``connection open``/``closed`` lines at debug:
+    at info they repeated the gateway's own ``connection opened``/``closed`` records (which
+    carry the connection id and user), three lines for one handshake, and formatting them was
+    a tenth of a worker's CPU in a reconnect storm."""
+
+    def info(self, msg: object, *args: object, **kwargs: Any) -> None:
+        self.debug(msg, *args, **kwargs)
+
+
+_LIFECYCLE_LOG = _LifecycleLog(logging.getLogger("uvicorn.error"))
+
+
 class ReceiveQueue:
     """What uvicorn uses of ``asyncio.Queue`` for a connection's received events, for its one
     reader (the app's ``receive``): a list, and a future only while the reader waits."""
@@ -161,6 +174,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
+        self.conn.logger = _LIFECYCLE_LOG
         # uvicorn only calls put_nowait/get/empty and set/clear/is_set/wait on these.
         self.queue = ReceiveQueue()  # type: ignore[assignment]
         self.writable = self._writable = Flag()  # type: ignore[assignment]
@@ -263,7 +277,14 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         """uvicorn's sans-I/O protocol sends a denial response (``websocket.http.response``,
         the gateway's 403/429) but leaves the handshake marked incomplete, then logs an error
         for every refused handshake: a flood of refusals must not flood the error log."""
-        await super().send(message)
+        if message["type"] == "websocket.accept":
+            logger, self.logger = self.logger, _LIFECYCLE_LOG  # type: ignore[assignment]
+            try:
+                await super().send(message)
+            finally:
+                self.logger = logger
+        else:
+            await super().send(message)
         if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
             self.handshake_complete = True
         elif message["type"] == "websocket.accept" and self.handshake_complete:

@@ -79,3 +79,6 @@ async def test_logs_are_json_lines_with_ids_and_no_chat_text() -> None:
     assert closed[0]["reason"] == "client"
     assert closed[0]["code"] == 1000
     assert any(r["logger"].startswith("uvicorn") for r in records)
+    # One line each way at info: uvicorn's and websockets' own lifecycle lines are at debug.
+    repeated = [r["event"] for r in records if r["logger"] == "uvicorn.error"]
+    assert not [e for e in repeated if "[accepted]" in e or e.startswith("connection ")], repeated
