@@ -22,8 +22,8 @@ from gateway.disconnect import Disconnect
 from gateway.hooks import JOIN, Hooks
 from gateway.identity import skeletons
 from gateway.outbox import OutFrame, count_delivered
-from gateway.presence import USER_ROOM, Presence
-from gateway.presence_batch import Batch, PresenceBatcher
+from gateway.presence import USER_ROOM, Headcount, Presence
+from gateway.presence_batch import COUNTED_AT, Batch, PresenceBatcher
 from gateway.protocol import DEFAULT_ROOM, ErrorCode, ProtocolError
 from gateway.session import Session
 from gateway.settings import Settings
@@ -242,7 +242,7 @@ class Hub:
 
     async def _presence_of(
         self, session: Session, room: str, *, enter: bool = False
-    ) -> tuple[int, list[str]] | None:
+    ) -> tuple[Headcount, list[str]] | None:
         """The room's count and first ``GATEWAY_PRESENCE_NAMES_MAX`` names (after adding the
         session when it ``enter``s: one round trip on Redis); ``None`` while presence is
         unreachable (the entry stands: the next refresh writes it)."""
@@ -259,8 +259,8 @@ class Hub:
         session: Session,
         room: str,
         cursor: RoomCursor,
-        seen: tuple[int, list[str]] | None,
-    ) -> int | None:
+        seen: tuple[Headcount, list[str]] | None,
+    ) -> Headcount | None:
         """The ``joined`` ack with ``last_id`` and what :meth:`_presence_of` saw; returns the
         count. Without it, an error, then the ack without the count and names (``None``): the
         membership stands, only the list is missing."""
@@ -271,7 +271,10 @@ class Hub:
             ack["online"], ack["count"] = seen[1], seen[0]
         ack["last_id"] = str(cursor.since)
         session.send(ack)
-        return None if seen is None else seen[0]
+        if seen is None:
+            return None
+        self.presence_batches.counted(room_channel(room), seen[0])
+        return seen[0]
 
     async def _subscribe(self, channel: str, session: Session) -> None:
         """Returns once the broker hears the channel, also for a member that joins while the
@@ -301,8 +304,16 @@ class Hub:
             self.presence_batches.forget(channel)
             await self.broker.unsubscribe(channel)
 
-    async def _publish_presence(self, room: str, event: str, user: str, online: int) -> None:
-        payload = {"type": "presence", "room": room, "event": event, "user": user, "online": online}
+    async def _publish_presence(self, room: str, event: str, user: str, online: Headcount) -> None:
+        payload: dict[str, Any] = {
+            "type": "presence",
+            "room": room,
+            "event": event,
+            "user": user,
+            "online": int(online),  # a plain int for every encoder
+        }
+        if online.counted_at:
+            payload[COUNTED_AT] = online.counted_at
         await tracing.publish(self.broker, self._envelope(room_channel(room), payload), keep=False)
 
     # Publications

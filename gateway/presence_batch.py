@@ -17,6 +17,10 @@ who was there): the window's event is shared by everyone who was in the room bef
 began, and a member who joined during it gets the part after its mark. So a small room sees
 today's events (at most one window later), and a storm of N joins into one room sends each
 member one event per window instead of N. A window of 0 sends every change as it comes.
+
+Changes from several workers can cross on their way here, so a count carries when the shared
+backend read it (``counted_at``, see :class:`gateway.presence.Headcount`): a change counted
+before the newest count seen here goes out with that newest count, not its own.
 """
 
 from __future__ import annotations
@@ -26,7 +30,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from gateway.presence.base import Headcount
+
 PresenceEvent = dict[str, Any]
+
+COUNTED_AT = "counted_at"
+"""Where a published change carries when its count was read; never sent to a client."""
 
 COUNT_INTERVAL = 1.0
 """Seconds a window lasts at least after a ``count`` event (the SPEC allows at most one a window,
@@ -50,13 +59,23 @@ Flush = Callable[[str, Batch], None]
 
 
 class _Room:
-    __slots__ = ("counted", "pending", "timer")
+    __slots__ = ("counted", "newest", "newest_at", "pending", "timer")
 
     def __init__(self) -> None:
         self.counted = 0
         """Changes of this room received so far: marks and batches are numbered by it."""
         self.pending: list[PresenceEvent] = []
         self.timer: asyncio.TimerHandle | None = None
+        self.newest = 0
+        self.newest_at = 0
+        """The count read last by the shared backend, and when (0: none seen)."""
+
+    def newest_count(self, online: int, counted_at: int) -> int:
+        """``online`` if it is the newest count seen, else the newest."""
+        if counted_at < self.newest_at:
+            return self.newest
+        self.newest, self.newest_at = online, counted_at
+        return online
 
 
 class PresenceBatcher:
@@ -73,15 +92,29 @@ class PresenceBatcher:
 
     def add(self, channel: str, change: PresenceEvent) -> None:
         """A ``joined``/``left`` presence event of the room on ``channel``, from any worker."""
-        room = self._rooms.get(channel)
-        if room is None:
-            room = self._rooms[channel] = _Room()
+        room = self._room(channel)
+        counted_at = change.pop(COUNTED_AT, 0)
+        if counted_at:
+            online = room.newest_count(change["online"], counted_at)
+            if online != change["online"]:
+                change = {**change, "online": online}
         room.counted += 1
         if room.timer is not None:
             room.pending.append(change)
             return
         self._flush(channel, Batch(change["room"], room.counted, [change]))
         self._open_window(channel, room, change["online"])
+
+    def counted(self, channel: str, online: Headcount) -> None:
+        """A count read here (a join's ack): changes counted before it are stale too."""
+        if online.counted_at:
+            self._room(channel).newest_count(int(online), online.counted_at)
+
+    def _room(self, channel: str) -> _Room:
+        room = self._rooms.get(channel)
+        if room is None:
+            room = self._rooms[channel] = _Room()
+        return room
 
     def forget(self, channel: str) -> None:
         """The last local member left: nothing of the room is needed any more."""

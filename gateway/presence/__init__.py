@@ -5,10 +5,10 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from gateway.broker.urls import SCHEMES
-from gateway.presence.base import Presence
+from gateway.presence.base import Headcount, Presence
 from gateway.presence.memory import USER_ROOM, MemoryPresence
 
-__all__ = ["USER_ROOM", "MemoryPresence", "Presence", "create_presence"]
+__all__ = ["USER_ROOM", "Headcount", "MemoryPresence", "Presence", "create_presence"]
 
 
 def create_presence(url: str, ttl: float = 15.0, claim_ttl: float = 20.0) -> Presence:

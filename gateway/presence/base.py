@@ -12,6 +12,24 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 
+class Headcount(int):
+    """A room's count of distinct users, and when the backend counted it.
+
+    Workers publish the counts they read, and two workers' events can cross on their way to a
+    third: without an order, the count that arrived last (not the newest) stayed the room's
+    until its next change (a storm of 41 ended on "20 online"). ``counted_at`` is the shared
+    backend's clock in microseconds, read in the same atomic step as the count; 0 where one
+    process counts (its events arrive in the order they were counted).
+    """
+
+    counted_at: int
+
+    def __new__(cls, count: int, counted_at: int = 0) -> Headcount:
+        headcount = super().__new__(cls, count)
+        headcount.counted_at = counted_at
+        return headcount
+
+
 class Presence(ABC):
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Connect and start background refreshes; called in the worker process."""
@@ -30,7 +48,7 @@ class Presence(ABC):
         """Distinct users with at least one live connection in ``room``, sorted."""
 
     @abstractmethod
-    async def snapshot(self, room: str, limit: int) -> tuple[int, list[str]]:
+    async def snapshot(self, room: str, limit: int) -> tuple[Headcount, list[str]]:
         """How many distinct users are in ``room``, and the first ``limit`` of them, sorted.
 
         What a join's ack and a presence event need: in a large room the caller gets a count
@@ -38,13 +56,13 @@ class Presence(ABC):
 
     async def join(
         self, room: str, user: str, connection_id: str, limit: int
-    ) -> tuple[int, list[str]]:
+    ) -> tuple[Headcount, list[str]]:
         """:meth:`add`, then :meth:`snapshot`: what a join needs, which a shared backend answers
         in one round trip. The entry stands even when this raises ``BrokerUnavailable``."""
         await self.add(room, user, connection_id)
         return await self.snapshot(room, limit)
 
-    async def leave(self, room: str, user: str, connection_id: str) -> int:
+    async def leave(self, room: str, user: str, connection_id: str) -> Headcount:
         """:meth:`remove`, then the count of distinct users left (one round trip, shared).
         The entry is gone even when this raises ``BrokerUnavailable`` (from the count)."""
         await self.remove(room, user, connection_id)

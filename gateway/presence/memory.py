@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
-from gateway.presence.base import Presence
+from gateway.presence.base import Headcount, Presence
 
 USER_ROOM = "\x00user"
 
@@ -58,11 +58,11 @@ class MemoryPresence(Presence):
         members = self._rooms.get(room)
         return [] if members is None else list(members.names)
 
-    async def snapshot(self, room: str, limit: int) -> tuple[int, list[str]]:
+    async def snapshot(self, room: str, limit: int) -> tuple[Headcount, list[str]]:
         members = self._rooms.get(room)
         if members is None:
-            return 0, []
-        return len(members.names), members.names[: max(limit, 0)]
+            return Headcount(0), []
+        return Headcount(len(members.names)), members.names[: max(limit, 0)]
 
     async def rooms(self) -> list[tuple[str, int]]:
         return sorted(

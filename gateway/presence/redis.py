@@ -34,7 +34,7 @@ from redis.exceptions import NoScriptError
 
 from gateway.broker import BrokerUnavailable
 from gateway.broker.connect import COMMAND_TIMEOUT, UNAVAILABLE, connect, split_url
-from gateway.presence.base import Presence
+from gateway.presence.base import Headcount, Presence
 from gateway.presence.memory import USER_ROOM
 from gateway.presence.scripts import SCRIPTS
 
@@ -136,7 +136,7 @@ class RedisPresence(Presence):
 
     async def join(
         self, room: str, user: str, connection_id: str, limit: int
-    ) -> tuple[int, list[str]]:
+    ) -> tuple[Headcount, list[str]]:
         if room == USER_ROOM:
             return await super().join(room, user, connection_id, limit)
         keys = self.room_keys(room)
@@ -148,7 +148,7 @@ class RedisPresence(Presence):
         # across workers (not the largest) was the room's count for good (a storm of 41 ended
         # on "20 online"). Read after, the counts of concurrent joins see each other.
         await self.add(room, user, connection_id)
-        count, raw = await self._read("room_snapshot", keys, 0 if reuse else limit)
+        count, raw = _headcount(await self._read("room_snapshot", keys, 0 if reuse else limit))
         if not reuse:
             names = _names(raw)
         elif count <= limit:
@@ -157,7 +157,7 @@ class RedisPresence(Presence):
             self._lists[room] = (when if reuse else now, limit, names)
         else:
             self._lists.pop(room, None)
-        return int(count), names
+        return count, names
 
     def _keep(self, room: str, user: str, connection_id: str) -> tuple[str, list[str], str]:
         """Hold the entry locally (refreshes write it); the script, keys and entry to write."""
@@ -179,7 +179,7 @@ class RedisPresence(Presence):
         except UNAVAILABLE as error:
             log.debug("presence remove deferred to expiry: %s", error)
 
-    async def leave(self, room: str, user: str, connection_id: str) -> int:
+    async def leave(self, room: str, user: str, connection_id: str) -> Headcount:
         if room == USER_ROOM:
             return await super().leave(room, user, connection_id)
         name, keys, args = self._forget(room, user, connection_id)
@@ -190,7 +190,8 @@ class RedisPresence(Presence):
                 await self._written.wait()
         except TimeoutError as error:
             raise BrokerUnavailable("presence: a refresh held the removal too long") from error
-        return int(await self._read(name, keys, *args))
+        count, counted_at = await self._read(name, keys, *args)
+        return Headcount(count, counted_at)
 
     def _forget(self, room: str, user: str, connection_id: str) -> Call:
         """Drop the entry locally; the script call that removes it from Redis."""
@@ -225,9 +226,11 @@ class RedisPresence(Presence):
     async def online(self, room: str) -> list[str]:
         return _names(await self._read("room_members", self.room_keys(room)))
 
-    async def snapshot(self, room: str, limit: int) -> tuple[int, list[str]]:
-        count, names = await self._read("room_snapshot", self.room_keys(room), max(limit, 0))
-        return int(count), _names(names)
+    async def snapshot(self, room: str, limit: int) -> tuple[Headcount, list[str]]:
+        count, names = _headcount(
+            await self._read("room_snapshot", self.room_keys(room), max(limit, 0))
+        )
+        return count, _names(names)
 
     async def rooms(self) -> list[tuple[str, int]]:
         """``SCAN`` over the rooms' connection keys (O(keys in Redis): an operator's call, not
@@ -245,7 +248,7 @@ class RedisPresence(Presence):
             results = await self._run(calls)
         except UNAVAILABLE as error:
             raise BrokerUnavailable(f"presence: {error}") from error
-        counts = [(room, int(count)) for room, (count, _) in zip(rooms, results, strict=True)]
+        counts = [(room, int(result[0])) for room, result in zip(rooms, results, strict=True)]
         return [(room, count) for room, count in counts if count]
 
     async def connections_of(self, user: str) -> int:
@@ -332,6 +335,12 @@ class RedisPresence(Presence):
             stale = time.monotonic() - NAMES_FRESH
             self._lists = {room: kept for room, kept in self._lists.items() if kept[0] > stale}
             await self.refresh()
+
+
+def _headcount(snapshot: list[Any]) -> tuple[Headcount, Any]:
+    """A ``room_snapshot`` result: the count (with when it was read) and the raw names."""
+    count, names, counted_at = snapshot
+    return Headcount(count, counted_at), names
 
 
 def _names(raw: Iterable[Any]) -> list[str]:

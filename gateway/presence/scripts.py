@@ -11,7 +11,8 @@ Every script first drops the expired connections (a dead worker's) and the users
 last of, so the second and third keys always describe the first: a join's count is ``ZCARD``
 and its first names one ``ZRANGE``, O(log N + names) in a room of N, where walking the room
 made a storm of N joins cost O(N²) in Redis. Expired entries are dropped once, by whichever
-script meets them first.
+script meets them first. A count comes with the moment it was read, in microseconds of Redis'
+clock (``counted_at``): scripts run one at a time, so it orders every count of a room.
 """
 
 from __future__ import annotations
@@ -46,10 +47,11 @@ end
 local function keep(ttl)
   for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ttl) end
 end
+local counted_at = tonumber(now[1]) * 1000000 + tonumber(now[2])
 local function snapshot(limit)
   local names = {}
   if limit > 0 then names = redis.call('ZRANGE', KEYS[3], 0, limit - 1) end
-  return {redis.call('ZCARD', KEYS[3]), names}
+  return {redis.call('ZCARD', KEYS[3]), names, counted_at}
 end
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ms)
 if #expired > 0 then
@@ -77,10 +79,10 @@ ROOM_LEAVE = (
 for i = 1, #ARGV do
   if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then forget(ARGV[i]) end
 end
-return redis.call('ZCARD', KEYS[3])
+return {redis.call('ZCARD', KEYS[3]), counted_at}
 """
 )
-"""Connections leave (``ARGV``); the count of users still in the room."""
+"""Connections leave (``ARGV``); the count of users still in the room, and when it was read."""
 
 ROOM_SNAPSHOT = _ROOM + "return snapshot(tonumber(ARGV[1]))\n"
 

@@ -219,6 +219,24 @@ async def test_joins_into_a_room_larger_than_the_list_reuse_the_list_but_count_e
     assert await presence.join("big", "hal", "h1", 2) == (3, ["eve", "gus"])
 
 
+async def test_every_count_says_when_redis_read_it_in_the_order_of_the_room(
+    workers: Workers,
+) -> None:
+    """Workers' presence events can cross; the moment each count was read orders them."""
+    first, second = await workers.presence(), await workers.presence()
+    reads = [
+        (await first.join("ordered", "ann", "a1", 10))[0],
+        (await second.join("ordered", "bob", "b1", 10))[0],
+        (await second.snapshot("ordered", 0))[0],
+        await first.leave("ordered", "ann", "a1"),
+        await second.leave("ordered", "bob", "b1"),
+    ]
+    assert reads == [1, 2, 2, 1, 0]
+    moments = [count.counted_at for count in reads]
+    assert moments == sorted(set(moments)), "strictly increasing"
+    assert abs(moments[0] / 1e6 - time.time()) < 60, "microseconds of Redis' clock"
+
+
 async def test_rate_limit_budget_is_shared_by_workers(redis_url: str) -> None:
     first = message_limiter(RateLimit(3, 60), redis_url)
     second = message_limiter(RateLimit(3, 60), redis_url)

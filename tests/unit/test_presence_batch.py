@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gateway.presence_batch import COUNT_INTERVAL, Batch, PresenceBatcher
+from gateway.presence import Headcount
+from gateway.presence_batch import COUNT_INTERVAL, COUNTED_AT, Batch, PresenceBatcher
 from gateway.protocol import render_text
 
 CHANNEL = "room:big"
@@ -209,3 +210,36 @@ def test_a_summary_names_three_and_counts_the_rest() -> None:
         "online": 9,
     }
     assert render_text(event) == "a, b, c and 2 others joined; z left. 9 users online."
+
+
+def counted(event: str, user: str, online: int, at: int) -> dict[str, Any]:
+    return {**change(event, user, online), COUNTED_AT: at}
+
+
+async def test_a_change_counted_before_the_newest_count_carries_the_newest() -> None:
+    """Two workers' changes crossed on the way: the one counted earlier arrives last. Its count
+    would have been the room's until the next change ("20 online" after a storm of 41)."""
+    recorder = Recorder()
+    batches = PresenceBatcher(0, 1000, recorder)
+    batches.add(CHANNEL, counted("joined", "carl", 3, at=300))
+    batches.add(CHANNEL, counted("joined", "bob", 2, at=200))
+    batches.add(CHANNEL, counted("left", "abe", 2, at=400))
+    events = [batches.event(batch) for batch in recorder.batches]
+    assert events == [
+        change("joined", "carl", 3),
+        change("joined", "bob", 3),
+        change("left", "abe", 2),
+    ]
+
+
+async def test_a_joins_own_count_orders_the_changes_after_it() -> None:
+    recorder = Recorder()
+    batches = PresenceBatcher(0, 1000, recorder)
+    batches.counted(CHANNEL, Headcount(5, counted_at=500))
+    batches.add(CHANNEL, counted("joined", "eve", 4, at=450))
+    batches.counted(CHANNEL, Headcount(9))  # one process' count: no order to keep
+    batches.add(CHANNEL, change("left", "eve", 4))
+    assert [batches.event(batch) for batch in recorder.batches] == [
+        change("joined", "eve", 5),
+        change("left", "eve", 4),
+    ]
