@@ -1,4 +1,8 @@
-"""Publishing with one command or pipeline in flight: what arrives meanwhile goes as one pipeline.
+"""Commands with one command or pipeline in flight: what arrives meanwhile goes as one pipeline.
+
+The broker publishes through it, and Redis presence sends its scripts through another (a
+reconnect storm's claims, entries and counts: many handshakes' commands per write and per pooled
+connection, where each took a connection, a ``send()`` and a read of its own).
 
 Sent one by one, the publishes of a busy worker each take a pooled connection and a ``send()``,
 and Redis may run them over several of its loop iterations: they reach the workers' pub/sub
@@ -29,7 +33,7 @@ from gateway.broker.base import BrokerUnavailable
 Command = tuple[Any, ...]
 
 
-class Publisher:
+class Pipeliner:
     def __init__(self, client: Redis, scripts: dict[str, str]) -> None:
         self._client = client
         self._scripts = scripts

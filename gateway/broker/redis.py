@@ -42,7 +42,7 @@ from gateway.broker.connect import (
     split_url,
 )
 from gateway.broker.durable import DurablePublisher
-from gateway.broker.pipelining import Publisher
+from gateway.broker.pipelining import Pipeliner
 
 __all__ = [
     "COMMAND_TIMEOUT",
@@ -116,7 +116,7 @@ class RedisBroker(Broker):
         self._commands: Redis | None = None
         self._subscriber: Redis | None = None
         self._publish_script: Any = None
-        self._publisher: Publisher | None = None
+        self._publisher: Pipeliner | None = None
         self._store_scripts: dict[str, Any] = {}
         self._channels: set[str] = set()
         """Channels with local interest: what the pub/sub connection must hear."""
@@ -153,7 +153,7 @@ class RedisBroker(Broker):
         self._commands = connect(self.url, retries=1)
         self._subscriber = connect(self.url, retries=0, hang_aware=False)
         self._publish_script = self._commands.register_script(PUBLISH_SCRIPT)
-        self._publisher = Publisher(self._commands, {self._publish_script.sha: PUBLISH_SCRIPT})
+        self._publisher = Pipeliner(self._commands, {self._publish_script.sha: PUBLISH_SCRIPT})
         for name, source in (("put", PUT_IF_ABSENT_SCRIPT), ("delete", DELETE_IF_SCRIPT)):
             self._store_scripts[name] = self._commands.register_script(source)
         if self.min_replicas:

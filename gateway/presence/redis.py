@@ -6,7 +6,9 @@ stops refreshing, so its users age out within the TTL without anyone cleaning up
 ghost-presence problem). Expiry uses Redis' clock, never a worker's, so hosts with skewed clocks
 agree. Beside the set, each room keeps its distinct users, counted and ordered by name, which
 every script brings up to date before it reads (:mod:`gateway.presence.scripts`): a join costs
-O(log N + names) in a room of N, and its add and snapshot are one round trip.
+O(log N + names) in a room of N. Script calls issued while one is in flight go to Redis as one
+pipeline (:mod:`gateway.broker.pipelining`): a reconnect storm's claims, entries and counts
+cost a write and a read per batch, not per command.
 
 Writes never raise: the worker keeps its own entries and the next refresh writes them again,
 which also restores presence after Redis restarts empty. Reads raise ``BrokerUnavailable``.
@@ -30,10 +32,12 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from gateway.broker import BrokerUnavailable
 from gateway.broker.connect import COMMAND_TIMEOUT, UNAVAILABLE, connect, split_url
+from gateway.broker.pipelining import Pipeliner
 from gateway.presence.base import Headcount, Presence
 from gateway.presence.memory import USER_ROOM
 from gateway.presence.scripts import SCRIPTS
@@ -60,6 +64,7 @@ class RedisPresence(Presence):
         self.refresh_interval = min(self.ttl_ms, self.claim_ttl_ms) / 3000
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
+        self._pipeliner: Pipeliner | None = None
         self._rooms: dict[str, set[str]] = {}
         """This worker's entries: room -> members, rewritten on every refresh."""
         self._connections: dict[str, set[str]] = {}
@@ -98,6 +103,9 @@ class RedisPresence(Presence):
         self._client = connect(self.url, retries=1)
         for name, source in SCRIPTS.items():
             self._scripts[name] = self._client.register_script(source)
+        if not isinstance(self._client, RedisCluster):
+            sources = {script.sha: script.script for script in self._scripts.values()}
+            self._pipeliner = Pipeliner(self._client, sources)
         self._refresher = asyncio.create_task(self._refresh_forever(), name="gateway-presence")
 
     async def aclose(self) -> None:
@@ -105,6 +113,8 @@ class RedisPresence(Presence):
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
+        if self._pipeliner is not None:
+            await self._pipeliner.aclose()
         if self._client is None:
             return
         calls: list[Call] = [
@@ -130,7 +140,7 @@ class RedisPresence(Presence):
         if self._client is None:
             return
         try:
-            await self._scripts[name](keys=keys, args=[self.ttl_ms, entry])
+            await self._call(name, keys, [self.ttl_ms, entry])
         except UNAVAILABLE as error:
             log.debug("presence write deferred to the next refresh: %s", error)
 
@@ -175,7 +185,7 @@ class RedisPresence(Presence):
         try:
             async with asyncio.timeout(COMMAND_TIMEOUT):
                 await self._written.wait()
-                await self._scripts[call[0]](keys=call[1], args=call[2])
+                await self._call(*call)
         except UNAVAILABLE as error:
             log.debug("presence remove deferred to expiry: %s", error)
 
@@ -219,7 +229,7 @@ class RedisPresence(Presence):
         try:
             async with asyncio.timeout(COMMAND_TIMEOUT):
                 await self._written.wait()
-                await self._scripts["release"](keys=claim_keys, args=[holder])
+                await self._call("release", claim_keys, [holder])
         except UNAVAILABLE as error:
             log.debug("claim release deferred to expiry: %s", error)
 
@@ -259,9 +269,17 @@ class RedisPresence(Presence):
         if self._client is None:
             raise BrokerUnavailable("presence not started")
         try:
-            return await self._scripts[script](keys=keys, args=list(args))
+            return await self._call(script, keys, list(args))
         except UNAVAILABLE as error:
             raise BrokerUnavailable(f"presence: {error}") from error
+
+    async def _call(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        """One script call, in one pipeline with this worker's others issued meanwhile (a
+        cluster: one call each, as its pipelines are split by shard anyway)."""
+        if self._pipeliner is None:
+            return await self._scripts[script](keys=keys, args=args)
+        sha = self._scripts[script].sha
+        return await self._pipeliner.call("EVALSHA", sha, len(keys), *keys, *args)
 
     async def _write(
         self,

@@ -109,17 +109,18 @@ async def test_removals_wait_for_a_refresh_but_not_for_each_other(
         await presence.add("lobby", f"u{n}", f"c{n}")
     gate, entered = asyncio.Event(), asyncio.Event()
     inside = 0
-    script = presence._scripts["room_leave"]
+    call = presence._call
 
-    async def held(**kwargs: Any) -> Any:
+    async def held(script: str, keys: list[str], args: list[Any]) -> Any:
         nonlocal inside
-        inside += 1
-        if inside == 3:
-            entered.set()
-        await gate.wait()
-        return await script(**kwargs)
+        if script == "room_leave":
+            inside += 1
+            if inside == 3:
+                entered.set()
+            await gate.wait()
+        return await call(script, keys, args)
 
-    monkeypatch.setitem(presence._scripts, "room_leave", held)
+    monkeypatch.setattr(presence, "_call", held)
     removing = [asyncio.create_task(presence.remove("lobby", f"u{n}", f"c{n}")) for n in range(3)]
     try:
         async with asyncio.timeout(scaled(5)):

@@ -1,4 +1,4 @@
-"""Publishes issued while one is in flight go to Redis as one pipeline.
+"""Publishes (and presence scripts) issued while one is in flight go to Redis as one pipeline.
 
 Each test checks that the pipelining happened and that nothing else changed: every caller its
 own id or error, ids and delivery in issue order.
@@ -13,7 +13,8 @@ import pytest
 from redis.exceptions import ResponseError
 
 from gateway.broker import Envelope, room_channel
-from gateway.broker.pipelining import Publisher
+from gateway.broker.pipelining import Pipeliner
+from gateway.presence.redis import RedisPresence
 from tests.redis.conftest import StartBroker
 from tests.support.fakes import Inbox, message
 from tests.support.redis import RedisServer
@@ -25,13 +26,13 @@ pytestmark = pytest.mark.redis
 def pipelines(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The size of every pipeline the brokers send (a publish alone is a pipeline of one)."""
     sizes: list[int] = []
-    execute = Publisher._execute
+    execute = Pipeliner._execute
 
-    async def counted(self: Publisher, commands: list[Any]) -> list[Any]:
+    async def counted(self: Pipeliner, commands: list[Any]) -> list[Any]:
         sizes.append(len(commands))
         return await execute(self, commands)
 
-    monkeypatch.setattr(Publisher, "_execute", counted)
+    monkeypatch.setattr(Pipeliner, "_execute", counted)
     return sizes
 
 
@@ -109,3 +110,29 @@ async def test_a_pipeline_reloads_a_script_redis_lost_and_runs_those_publishes_o
     heard = await inbox.take(3)
     assert [envelope.seq for envelope in heard] == seqs
     assert inbox.queue.empty()
+
+
+async def test_presence_scripts_issued_meanwhile_go_as_one_pipeline_each_with_its_answer(
+    redis_url: str, pipelines: list[int]
+) -> None:
+    """A reconnect storm's claims, entries and counts: a write and a read per batch, not per
+    command, and each caller still gets its own answer, in the order the calls were issued."""
+    presence = RedisPresence(redis_url)
+    await presence.start()
+    try:
+        pipelines.clear()
+        claims = await asyncio.gather(
+            *(presence.claim([f"piped-{n % 10}"], f"c{n}") for n in range(20))
+        )
+        assert pipelines == [1, 19]
+        assert claims == [True] * 10 + [False] * 10, "the first claim of each id wins"
+
+        pipelines.clear()
+        joins = await asyncio.gather(
+            *(presence.join("piped", f"u{n:02}", f"c{n}", 100) for n in range(20))
+        )
+        assert pipelines == [1, 19, 20], "the first entry, the other entries, then every count"
+        assert [count for count, _ in joins] == [20] * 20
+        assert joins[0][1] == [f"u{n:02}" for n in range(20)]
+    finally:
+        await presence.aclose()  # removes its entries and releases its claims
