@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from loadtest import procstat
-from loadtest.bench.closeness import Metric, Rounds, closeness_table, ratio
+from loadtest.bench.closeness import Metric, Rounds, closeness_table, figure, ratio
 from loadtest.bench.model import Result
 from loadtest.bench.targets import cpu_of
 
@@ -77,22 +77,21 @@ def split_table(results: dict[str, Result], rounds: Rounds) -> list[str]:
     """Each run's CPU per delivery split into the server's own code (utime) and the kernel's
     work for it (stime): where a loopback ``send()``'s cost lands, against the event loop's."""
     rows = []
-    for key, r in results.items():
-        split = r.user_sys_us()
-        if split is None or not r.cpu_us_per_delivery:
+    for key in results:
+        cpu, user, system = (figure(results, rounds, key, m) for m in (cpu_of, user_of, sys_of))
+        if cpu is None or user is None or system is None:
             continue
-        user, system = split
         per_round = ", ".join(x.split_text() or "-" for x in rounds.get(key, [])) or "-"
         rows.append(
-            f"| {key} | {r.cpu_us_per_delivery:.2f} | {user:.2f} | {system:.2f} | "
-            f"{system / (user + system):.0%} | {per_round} |"
+            f"| {key} | {cpu:.2f} | {user:.2f} | {system:.2f} | {system / cpu:.0%} | {per_round} |"
         )
     if not rows:
         return []
     return [
-        "CPU per delivery, user and system (µs; the median run's, then every round's user/sys):",
+        "CPU per delivery, user and system: each the median of the rounds' figures (so user + "
+        "system need not be the CPU column), µs; every round's user/sys after:",
         "",
-        "| run | CPU | user | system | system share | rounds (user/sys) |",
+        "| run | CPU | user | system | system/CPU | rounds (user/sys) |",
         "|---|---|---|---|---|---|",
         *rows,
         "",
@@ -110,8 +109,8 @@ def variant_table(results: dict[str, Result], rounds: Rounds, variants: list[str
                 continue
             cpu, per_round = ratio(results, rounds, (gw, cpu_of), (key, cpu_of))
             rows.append(
-                f"| {name}, {what} | {fmt(cpu_of(results[key]))} µs | "
-                f"{fmt(cpu_of(results[gw]))} µs | {fmt(cpu, 'x')} "
+                f"| {name}, {what} | {fmt(figure(results, rounds, key, cpu_of))} µs | "
+                f"{fmt(figure(results, rounds, gw, cpu_of))} µs | {fmt(cpu, 'x')} "
                 f"(rounds {', '.join(f'{v:.2f}' for v in per_round) or '-'}) | "
                 f"{fmt(paired(results, rounds, gw, key, user_of), 'x')} | "
                 f"{fmt(paired(results, rounds, gw, key, sys_of), 'x')} | "
@@ -120,7 +119,8 @@ def variant_table(results: dict[str, Result], rounds: Rounds, variants: list[str
     if not rows:
         return []
     return [
-        "Gateway variants (`--variant`), CPU per delivery against the gateway of the same rounds:",
+        "Gateway variants (`--variant`): CPU per delivery (the median of the rounds' figures) "
+        "and the median of per-round ratios to the gateway (CPU, user, system) and to Bun:",
         "",
         "| variant, load | variant | gateway | variant/gateway | user | system | variant/Bun |",
         "|---|---|---|---|---|---|---|",
