@@ -64,6 +64,18 @@ def cpu_seconds(pids: list[int]) -> float:
     return ticks / CLK_TCK
 
 
+def cpu_split(pids: list[int]) -> tuple[float, float]:
+    """(utime, stime) of the given processes in seconds: the process's own code against the
+    kernel's work on its behalf (a loopback ``send()`` runs the receiver's TCP path too)."""
+    user = system = 0
+    for pid in pids:
+        fields = _stat_fields(pid)
+        if fields is not None:
+            user += int(fields[11])
+            system += int(fields[12])
+    return user / CLK_TCK, system / CLK_TCK
+
+
 def cpu_seconds_with_reaped(pids: list[int]) -> float:
     """utime + stime of the given processes plus what their exited, reaped children used.
 

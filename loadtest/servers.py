@@ -61,6 +61,10 @@ class Server:
     def cpu_seconds(self) -> float:
         return procstat.cpu_seconds(self.pids())
 
+    def cpu_split(self) -> tuple[float, float]:
+        """(user, system) CPU seconds, as :func:`loadtest.procstat.cpu_split`."""
+        return procstat.cpu_split(self.pids())
+
     def rss_bytes(self) -> int:
         return procstat.rss_bytes(self.pids())
 

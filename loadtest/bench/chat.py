@@ -85,6 +85,7 @@ class Window:
     wall: float
     deliveries: int
     server_cpu_s: float
+    server_user_s: float  # of server_cpu_s, in the server's own code; the rest in the kernel
     gen_cpu_s: float
     broker_cpu_s: float
     core_busy: list[float]
@@ -192,7 +193,7 @@ async def measure(
     await asyncio.sleep(load.warmup)
     if task.done():
         task.result()
-    d0, c0, g0 = stats.deliveries, server.cpu_seconds(), procstat.self_cpu_seconds()
+    d0, (u0, s0), g0 = stats.deliveries, server.cpu_split(), procstat.self_cpu_seconds()
     b0 = broker.cpu_seconds() if broker is not None else 0.0
     k0 = procstat.core_times()
     t0 = time.monotonic()
@@ -201,7 +202,7 @@ async def measure(
     await asyncio.sleep(load.duration)
     stats.recording = False
     t1 = time.monotonic()
-    d1, c1, g1 = stats.deliveries, server.cpu_seconds(), procstat.self_cpu_seconds()
+    d1, (u1, s1), g1 = stats.deliveries, server.cpu_split(), procstat.self_cpu_seconds()
     b1 = broker.cpu_seconds() if broker is not None else 0.0
     core_busy = procstat.core_busy(k0, procstat.core_times())
     pump.running = False
@@ -210,7 +211,8 @@ async def measure(
     target = pump.sent * pump.recipients
     await wait_until(lambda: stats.deliveries - pump.base_deliveries >= target, 2.0)
     await wait_stable(lambda: stats.deliveries, quiet=1.0, deadline=15.0)
-    return Window(t1 - t0, d1 - d0, c1 - c0, g1 - g0, b1 - b0, core_busy)
+    server_cpu = (u1 + s1) - (u0 + s0)
+    return Window(t1 - t0, d1 - d0, server_cpu, u1 - u0, g1 - g0, b1 - b0, core_busy)
 
 
 def fill_window(result: Result, w: Window, with_broker: bool) -> None:
@@ -219,6 +221,8 @@ def fill_window(result: Result, w: Window, with_broker: bool) -> None:
     result.deliveries = w.deliveries
     result.deliveries_per_s = result.deliveries / w.wall
     result.server_cpu_s = w.server_cpu_s
+    result.server_user_s = w.server_user_s
+    result.server_sys_s = w.server_cpu_s - w.server_user_s
     result.server_cpu_util = result.server_cpu_s / w.wall
     result.gen_cpu_util = w.gen_cpu_s / w.wall
     if with_broker:

@@ -20,8 +20,15 @@ from typing import Any
 import loadtest.bench
 from loadtest import procstat
 from loadtest.bench.closeness import closeness_table, run_closeness
-from loadtest.bench.closeness_report import CLOSENESS_BEGIN, CLOSENESS_END, render_closeness
+from loadtest.bench.closeness_report import (
+    CLOSENESS_BEGIN,
+    CLOSENESS_END,
+    render_closeness,
+    split_table,
+    variant_table,
+)
 from loadtest.bench.model import (
+    CLOSENESS_GROUPS,
     PRESETS,
     SCENARIOS,
     SERVER_KINDS,
@@ -108,6 +115,8 @@ def options(a: argparse.Namespace, argv: list[str] | None) -> Options:
         storm_runs=storm_runs(a.storm_runs),
         storm_deadline=a.storm_deadline,
         handshake_timeout=a.handshake_timeout,
+        groups=closeness_groups(a.groups),
+        variants=variants(a.variant),
         command="python -m loadtest.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
     )
 
@@ -228,6 +237,25 @@ def storm_runs(text: str) -> list[str]:
     return runs
 
 
+def closeness_groups(text: str) -> list[str]:
+    groups = [x.strip() for x in text.split(",") if x.strip()]
+    unknown = sorted(set(groups) - set(CLOSENESS_GROUPS))
+    if unknown or not groups:
+        raise SystemExit(f"--groups: unknown {', '.join(unknown)} (known: {CLOSENESS_GROUPS})")
+    return groups
+
+
+def variants(items: list[str]) -> dict[str, list[str]]:
+    """``--variant NAME=MODULE``: the gateway as ``python -m MODULE`` (which takes ``serve``)."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        name, _, module = item.partition("=")
+        if not name.isidentifier() or not module or name in SERVER_KINDS or name in out:
+            raise SystemExit(f"--variant {item!r}: NAME=MODULE, NAME a new identifier")
+        out[name] = [sys.executable, "-m", module]
+    return out
+
+
 def server_args(ap: argparse.ArgumentParser) -> None:
     """How the gateway under test is started and pinned."""
     ap.add_argument(
@@ -239,6 +267,20 @@ def server_args(ap: argparse.ArgumentParser) -> None:
         "--experiments",
         action="store_true",
         help="with --scenario all: also run loadtest/experiments (gateway variants)",
+    )
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=MODULE",
+        help="closeness: also run the gateway as `python -m MODULE serve …` (an experiment in "
+        "loadtest/experiments) as target NAME, after the gateway in every round",
+    )
+    ap.add_argument(
+        "--groups",
+        default=",".join(CLOSENESS_GROUPS),
+        help="closeness: which run groups, from fanout (full rate), workers (--workers N + "
+        "Redis, full rate), latency (40k deliveries/s) and idle (default: all)",
     )
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument(
@@ -378,6 +420,11 @@ def main(argv: list[str] | None = None) -> int:
             print(row)
     for line in closeness_table(bench.results, bench.rounds):
         print(line)
+    if opts.scenario == "closeness":
+        for line in split_table(bench.results, bench.rounds):
+            print(line)
+        for line in variant_table(bench.results, bench.rounds, list(opts.variants)):
+            print(line)
     return 0
 
 

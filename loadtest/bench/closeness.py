@@ -7,6 +7,10 @@
 * 40 msg/s to N=1000 (40k deliveries/s): seed, Bun, gateway — CPU per delivery and p99;
 * idle: K quiet connections on each — KiB of server memory per connection.
 
+``--groups`` runs only some of these groups; ``--variant NAME=MODULE`` adds a gateway variant
+(an experiment, ``python -m MODULE serve …``) after the gateway in every round of the full-rate
+and 40 msg/s groups, reported against the gateway and Bun (closeness_report.py).
+
 Then every target as a ratio: the verdict's (to Bun, to one in-memory worker, or to the
 20 KiB budget) and the gateway's figure against Bun and against the seed. A ratio is the median
 of per-round ratios when the runs were interleaved (each round's runs saw the same background
@@ -38,17 +42,24 @@ async def run_closeness(bench: Bench) -> None:
     (its ratios then come from the other rounds' figures); a failed group, the next one runs."""
     o = bench.opts
     targets = bench.targets()
+    if o.attach_url is None and o.variants:
+        targets = [*targets, *o.variants]  # each variant after the gateway in every round
+        bench.meta["variants"] = {name: " ".join(cmd) for name, cmd in o.variants.items()}
     full = Load(**{**asdict(o.load), "rate": None})
     fixed = Load(**{**asdict(o.load), "rate": o.load.rate or CLOSENESS_RATE})
     full_runs = [(f"{t}-fanout", bench.chat_run(t, full)) for t in targets]
-    if "gateway" in targets and o.attach_url is None:
+    if "fanout" not in o.groups:
+        full_runs = []
+    if "gateway" in targets and o.attach_url is None and "workers" in o.groups:
         full_runs.append((f"gateway-workers{o.workers}", bench.redis_run(full, o.workers)))
     fixed_runs = [(f"{t}-latency", bench.chat_run(t, fixed)) for t in targets]
-    steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
-        ("fanout", lambda: bench.repeated(kept(bench, full_runs), "cpu", o.repeat)),
-        ("latency", lambda: bench.repeated(kept(bench, fixed_runs), "p99", o.repeat)),
-        ("idle", bench.idle),
-    ]
+    steps: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+    if full_runs:
+        steps.append(("fanout", lambda: bench.repeated(kept(bench, full_runs), "cpu", o.repeat)))
+    if "latency" in o.groups:
+        steps.append(("latency", lambda: bench.repeated(kept(bench, fixed_runs), "p99", o.repeat)))
+    if "idle" in o.groups:
+        steps.append(("idle", bench.idle))
     for name, step in steps:
         try:
             await step()

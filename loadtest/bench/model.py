@@ -20,6 +20,9 @@ SERVER_KINDS = ("seed", "bun", "gateway")
 
 STORM_RUNS = ("single", "baseline", "fleet")
 
+CLOSENESS_GROUPS = ("fanout", "workers", "latency", "idle")
+"""``--scenario closeness``'s run groups, in the order they run (``--groups`` picks some)."""
+
 # Defaults per scenario (any of them can be overridden on the command line).
 PRESETS: dict[str, dict[str, str | int | float]] = {
     "fanout": {"subscribers": 1000, "publishers": 10, "rate": "max", "duration": 10.0,
@@ -81,6 +84,8 @@ class Result:
     max_ms: float | None = None
     server_cpu_s: float = 0.0
     server_cpu_util: float = 0.0  # of one core
+    server_user_s: float | None = None  # of server_cpu_s: utime (None: not recorded)
+    server_sys_s: float | None = None  # of server_cpu_s: stime, the kernel on its behalf
     cpu_us_per_delivery: float | None = None
     broker_cpu_s: float | None = None
     window_s: float = 0.0  # length of the measured window
@@ -109,6 +114,7 @@ class Result:
             f"p50={f(self.p50_ms, '.2f')}ms p99={f(self.p99_ms, '.2f')}ms "
             f"max={f(self.max_ms, '.1f')}ms",
             f"cpu/deliv={f(self.cpu_us_per_delivery, '.2f')}us",
+            *([f"usr/sys={split}us"] if (split := self.split_text()) else []),
             f"srv={self.server_cpu_util:.0%} gen={self.gen_cpu_util:.0%}",
         ]
         if self.core_busy:
@@ -126,6 +132,16 @@ class Result:
         if self.closes:
             parts.append(f"closes={self.closes}")
         return " ".join(parts)
+
+    def user_sys_us(self) -> tuple[float, float] | None:
+        """µs of user and of system CPU per delivery (None: not recorded, or no deliveries)."""
+        if self.server_user_s is None or self.server_sys_s is None or not self.deliveries:
+            return None
+        return self.server_user_s / self.deliveries * 1e6, self.server_sys_s / self.deliveries * 1e6
+
+    def split_text(self) -> str:
+        split = self.user_sys_us()
+        return "" if split is None else f"{split[0]:.2f}/{split[1]:.2f}"
 
 
 def percentile(sorted_values: list[int], q: float) -> float:
@@ -159,9 +175,11 @@ def median_run(results: list[Result], by: str = "p99") -> Result:
     cpus = ", ".join(fmt(r.cpu_us_per_delivery) for r in results)
     delivered = ", ".join(fmt(r.delivered_ratio, ".2%") for r in results)
     what = "p99" if by == "p99" else "CPU/delivery"
+    splits = ", ".join(r.split_text() or "-" for r in results)
+    split = f"; µs user/sys per delivery: {splits}" if any(r.split_text() for r in results) else ""
     merged.notes.append(
         f"median of {len(results)} interleaved runs by {what} (p99 ms: {p99s}; "
-        f"µs CPU/delivery: {cpus}; delivered: {delivered})"
+        f"µs CPU/delivery: {cpus}; delivered: {delivered}{split})"
     )
     return merged
 
@@ -214,6 +232,9 @@ class Options:
     storm_runs: list[str] = field(default_factory=lambda: list(STORM_RUNS))
     storm_deadline: float = 120.0
     handshake_timeout: float = 10.0
+    groups: list[str] = field(default_factory=lambda: list(CLOSENESS_GROUPS))
+    variants: dict[str, list[str]] = field(default_factory=dict)
+    """Closeness: gateway variants by name, each the command run instead of ``gateway``."""
 
 
 def default_idle_connections() -> int:

@@ -54,6 +54,7 @@ class Bench:
                 self.meta["bun_version"] = pinned_version()
             return ref
         extra = dict(env)
+        command = self.opts.variants.get(target, self.opts.gateway_command)
         if redis or (redis is None and workers > 1):
             # A key prefix of its own: nothing shared with other users of the same Redis db.
             sep = "&" if "?" in self.opts.redis_url else "?"
@@ -64,7 +65,7 @@ class Bench:
             workers,
             self.gw_env(extra),
             label=label,
-            command=self.opts.gateway_command,
+            command=command,
         )
         server.wire = self.opts.wire
         base_label = label.split("#")[0]

@@ -1,0 +1,110 @@
+"""Experiment: :mod:`loadtest.experiments.direct_send` with ``socket.send`` instead of ``os.write``.
+
+``perf`` at 40k deliveries/s (loadtest/RESULTS.md, issue 19) shows the gateway's ``write()``
+passing through the VFS (``vfs_write``, ``fdget_pos``) before ``tcp_sendmsg``, where Bun's
+``sendto()`` goes to the socket at once. Here the frame goes out with ``sendto()``, as Bun's
+does: a ``socket.socket`` made on the connection's fd (uvloop's ``PseudoSocket`` has no
+``send``), detached at ``connection_lost`` so that it never closes the fd, which uvloop owns.
+Everything else is as in ``direct_send``: only when the transport's buffer is empty and it is
+not closing; what the kernel does not take goes to ``transport.write``.
+
+    python -m loadtest.experiments.direct_sendto serve --host 127.0.0.1 --port 8000
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+from typing import Any
+
+from gateway.cli import main
+from gateway.server.corking import CORK_LIMIT
+from gateway.server.wsprotocol import GatewayWebSocketProtocol
+
+_shipped_connection_made = GatewayWebSocketProtocol.connection_made
+_shipped_connection_lost = GatewayWebSocketProtocol.connection_lost
+
+
+def send(transport: asyncio.Transport, sock: socket.socket | None, data: bytes | bytearray) -> None:
+    """Send ``data`` on ``sock`` if nothing is queued before it; the rest to the transport."""
+    if sock is None or transport.get_write_buffer_size() or transport.is_closing():
+        transport.write(data)
+        return
+    try:
+        sent = sock.send(data)
+    except (BlockingIOError, InterruptedError):
+        sent = 0
+    except OSError:
+        transport.write(data)  # it meets the same error and closes the connection as shipped
+        return
+    if sent < len(data):
+        transport.write(memoryview(data)[sent:])
+
+
+def connection_made(self: GatewayWebSocketProtocol, transport: Any) -> None:
+    _shipped_connection_made(self, transport)
+    pseudo = transport.get_extra_info("socket")
+    sock = None if pseudo is None else socket.socket(fileno=pseudo.fileno())
+    if sock is not None:
+        sock.setblocking(False)  # it is already: no poll in Python's send
+    self._sock = sock  # type: ignore[attr-defined]
+
+
+def connection_lost(self: GatewayWebSocketProtocol, exc: Exception | None) -> None:
+    sock, self._sock = self._sock, None  # type: ignore[attr-defined]
+    if sock is not None:
+        sock.detach()  # uvloop closes the fd; a collected socket object must not close it again
+    _shipped_connection_lost(self, exc)
+
+
+def write_now(self: GatewayWebSocketProtocol, data: bytes) -> bool:
+    """The shipped ``write_now`` with :func:`send` in place of ``transport.write``."""
+    if not (
+        self.handshake_complete
+        and not self.close_sent
+        and not self.disconnected
+        and self._writable._value
+    ):
+        return False
+    corked = self._corked
+    flusher = self._flusher
+    if corked is not None:
+        if len(corked) >= CORK_LIMIT:
+            return False
+        corked += data
+        flusher.combined = True
+    elif self._tick == flusher.tick:
+        self._corked = bytearray(data)
+        flusher.combined = True
+        flusher.enlist(self)
+    elif flusher.busy:
+        self._corked = bytearray(data)
+        flusher.enlist(self)
+    else:
+        self._tick = flusher.tick
+        if not flusher.scheduled:
+            flusher.schedule()
+        send(self._raw_transport, self._sock, data)  # type: ignore[attr-defined]
+    return True
+
+
+def uncork(self: GatewayWebSocketProtocol) -> None:
+    corked = self._corked
+    if corked is not None:
+        self._corked = None
+        if not self._raw_transport.is_closing():
+            send(self._raw_transport, self._sock, corked)  # type: ignore[attr-defined]
+
+
+def install() -> None:
+    protocol = GatewayWebSocketProtocol
+    protocol.connection_made = connection_made  # type: ignore[method-assign]
+    protocol.connection_lost = connection_lost  # type: ignore[method-assign]
+    protocol.write_now = write_now  # type: ignore[method-assign]
+    protocol.uncork = uncork  # type: ignore[method-assign]
+
+
+if __name__ == "__main__":
+    install()
+    sys.exit(main(sys.argv[1:]))
