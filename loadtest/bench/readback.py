@@ -16,8 +16,9 @@ from loadtest.bench.model import Result
 from loadtest.bench.report import BEGIN, END
 
 RUN_LINE = re.compile(
-    r"^Run (?P<started>.+? UTC)(?:, [\d.]+ s)?, on (?P<cores>\d+ cores \([^)]*\))"
+    r"^Run (?P<started>.+? UTC)(?:, [\d.]+ s)?, on (?P<cores>\d+ cores \(.*?\))(?:, \d+ GiB|$)"
 )
+"""The preamble's first line; a CPU model may hold parentheses ("Intel(R) Xeon(R) Processor")."""
 ROUNDS_NOTE = re.compile(
     r"^- (?P<key>\S+): median of \d+ interleaved runs .*?\(p99 ms: (?P<p99>[^;]*); "
     r"µs CPU/delivery: (?P<cpu>[^;]*);"

@@ -18,7 +18,7 @@ import pytest
 from loadtest import procstat
 from loadtest.bench import cli
 from loadtest.bench.model import Result
-from loadtest.bench.readback import read_block
+from loadtest.bench.readback import RUN_LINE, read_block
 from loadtest.bench.report import BEGIN, END
 from loadtest.bench.scenarios import Bench
 from tests.support.skips import IN_CI
@@ -228,3 +228,16 @@ def test_plots_from_md_needs_a_generated_block(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stdout + done.stderr
     assert "no generated block" in done.stderr
     assert not (tmp_path / "plots").exists()
+
+
+def test_the_caption_read_back_keeps_a_cpu_model_with_parentheses() -> None:
+    """The Intel host's model is "Intel(R) Xeon(R) Processor": cut at its first ')', the plots
+    drawn from RESULTS.md got another caption than the run's own."""
+    line = (
+        "Run 2026-12-06 04:44 UTC, 101 s, on 2 cores (Intel(R) Xeon(R) Processor), 24 GiB RAM, "
+        "Linux 6.18.44, Python 3.11.7."
+    )
+    match = RUN_LINE.match(line)
+    assert match is not None
+    assert match["cores"] == "2 cores (Intel(R) Xeon(R) Processor)"
+    assert match["started"] == "2026-12-06 04:44 UTC"
