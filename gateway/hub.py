@@ -244,8 +244,8 @@ class Hub:
         self, session: Session, room: str, *, enter: bool = False
     ) -> tuple[Headcount, list[str]] | None:
         """The room's count and first ``GATEWAY_PRESENCE_NAMES_MAX`` names (after adding the
-        session when it ``enter``s: one round trip on Redis); ``None`` while presence is
-        unreachable (the entry stands: the next refresh writes it)."""
+        session when it ``enter``s); ``None`` while presence is unreachable (the entry stands:
+        the next refresh writes it)."""
         limit = self.settings.presence_names_max
         try:
             if enter:
@@ -268,7 +268,7 @@ class Hub:
         if seen is None:
             session.send_error(ErrorCode.UNAVAILABLE, f"in room {room!r}; presence unavailable")
         else:
-            ack["online"], ack["count"] = seen[1], seen[0]
+            ack["online"], ack["count"] = seen[1], int(seen[0])
         ack["last_id"] = str(cursor.since)
         session.send(ack)
         if seen is None:

@@ -57,13 +57,14 @@ class Presence(ABC):
     async def join(
         self, room: str, user: str, connection_id: str, limit: int
     ) -> tuple[Headcount, list[str]]:
-        """:meth:`add`, then :meth:`snapshot`: what a join needs, which a shared backend answers
-        in one round trip. The entry stands even when this raises ``BrokerUnavailable``."""
+        """:meth:`add`, then :meth:`snapshot`: what a join needs. The count is read after the
+        entry is written, so concurrent joins' counts see each other. The entry stands even
+        when this raises ``BrokerUnavailable``."""
         await self.add(room, user, connection_id)
         return await self.snapshot(room, limit)
 
     async def leave(self, room: str, user: str, connection_id: str) -> Headcount:
-        """:meth:`remove`, then the count of distinct users left (one round trip, shared).
+        """:meth:`remove`, then the count of distinct users left (one script on Redis).
         The entry is gone even when this raises ``BrokerUnavailable`` (from the count)."""
         await self.remove(room, user, connection_id)
         count, _ = await self.snapshot(room, 0)
