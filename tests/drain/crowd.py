@@ -86,10 +86,12 @@ class ResumingClient:
             delay = leg.hint_ms / 1000 if leg.hint_ms is not None else 0.1
 
     async def _converse(self, ws: ClientConnection, leg: Leg) -> None:
-        if leg.resumed_after is not None:
-            after = str(leg.resumed_after)
-            await ws.send(json.dumps({"type": "resume", "room": ROOM, "after": after}))
         try:
+            # A worker that drains sends a client it accepts away at once: the close may come
+            # before the resume is sent (the resume then raised, and the client task died).
+            if leg.resumed_after is not None:
+                after = str(leg.resumed_after)
+                await ws.send(json.dumps({"type": "resume", "room": ROOM, "after": after}))
             async for frame in ws:
                 assert isinstance(frame, str)
                 for line in frame.split("\n"):
