@@ -136,3 +136,41 @@ async def test_presence_scripts_issued_meanwhile_go_as_one_pipeline_each_with_it
         assert joins[0][1] == [f"u{n:02}" for n in range(20)]
     finally:
         await presence.aclose()  # removes its entries and releases its claims
+
+
+async def test_presence_writes_queued_when_presence_closes_do_not_raise(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes never raise (their entries expire): a removal still queued behind a pipeline in
+    flight when the worker closes presence was failed by the closing pipeliner, and raised out
+    of the connection's cleanup."""
+    presence = RedisPresence(redis_url)
+    await presence.start()
+    gate, inside = asyncio.Event(), asyncio.Event()
+    execute = Pipeliner._execute
+
+    async def held(self: Pipeliner, commands: list[Any]) -> list[Any]:
+        inside.set()
+        await gate.wait()
+        return await execute(self, commands)
+
+    monkeypatch.setattr(Pipeliner, "_execute", held)
+    in_flight = asyncio.create_task(presence.add("closing", "ann", "a1"))
+    await asyncio.wait_for(inside.wait(), 5)
+    pipeliner = presence._pipeliner
+    assert pipeliner is not None
+    waiting = asyncio.Event()
+
+    class Waiting(list[Any]):
+        def append(self, item: Any) -> None:
+            super().append(item)
+            waiting.set()
+
+    pipeliner._waiting = Waiting()
+    queued = asyncio.create_task(presence.remove("closing", "bob", "b1"))
+    await asyncio.wait_for(waiting.wait(), 5)  # the removal waits behind the pipeline in flight
+    closing = asyncio.create_task(presence.aclose())
+    async with asyncio.timeout(10):
+        await queued  # failed by the closing pipeliner: swallowed, as every write's failure
+        gate.set()
+        await asyncio.gather(in_flight, closing)
