@@ -216,6 +216,10 @@ async def test_hup_reload_loses_nothing(fleet_env: dict[str, str]) -> None:
         await stop(fleet.tasks)
         fleet.server.stop()
     assert len(lines) == 2, lines
-    assert sum(line["drained"] for line in lines) == CLIENTS
+    # gunicorn TERMs the old workers one after the other, as the old master does above: a
+    # client the first sent away may come back to the second before it drains (103 of 100 in
+    # a CI run). Every client is drained; some twice, never more.
+    drained = sum(line["drained"] for line in lines)
+    assert CLIENTS <= drained <= CLIENTS + min(line["drained"] for line in lines), lines
     summary["per_worker"] = [(line["drained"], line["duration_seconds"]) for line in lines]
     print(f"\nHUP: {summary}")
