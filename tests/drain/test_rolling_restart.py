@@ -184,9 +184,11 @@ async def test_sigterm_to_the_master_then_a_new_master_loses_nothing(
         summary = await finish(fleet, started)
         summary |= check_sent_away(fleet, started)
     finally:
-        await stop(fleet.tasks)
-        fleet.server.stop()
-        old.stop()
+        try:
+            await stop(fleet.tasks)
+        finally:  # a client task that failed must not leave the fleets running
+            fleet.server.stop()
+            old.stop()
     assert stopped_in < DRAIN_TIMEOUT, f"the old master took {stopped_in:.2f} s"
     assert len(lines) == 2, lines
     # The master's TERM reaches the workers one after the other: a client sent away by the
@@ -213,8 +215,10 @@ async def test_hup_reload_loses_nothing(fleet_env: dict[str, str]) -> None:
         lines = drain_lines(fleet.server)
         assert fleet.server.alive()
     finally:
-        await stop(fleet.tasks)
-        fleet.server.stop()
+        try:
+            await stop(fleet.tasks)
+        finally:
+            fleet.server.stop()
     assert len(lines) == 2, lines
     # gunicorn TERMs the old workers one after the other, as the old master does above: a
     # client the first sent away may come back to the second before it drains (103 of 100 in
