@@ -162,7 +162,8 @@ def deliver(self: Hub, envelope: Envelope) -> None:
         started = time.perf_counter()
         fast = cached.fast
         if fast:
-            data = frame.wire(fast[0].outbox.wire) or b""  # one wire: see Members
+            assert cached.wire is not None  # fast members exist only for a one-wire channel
+            data = frame.wire(cached.wire) or b""
             if _corked:
                 written = len(fast)  # held for this tick, as the shipped corking counts it
                 held = _held.get(channel)

@@ -24,24 +24,29 @@ as it always does.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from gateway.cli import main
 from gateway.server.corking import CORK_LIMIT
 from gateway.server.wsprotocol import GatewayWebSocketProtocol
 
+RawWrite = Callable[[bytes | bytearray], int]
+"""Writes to the connection's socket past uvloop; returns what the kernel took."""
+
 _shipped_connection_made = GatewayWebSocketProtocol.connection_made
 
 
-def send(transport: asyncio.Transport, fd: int, data: bytes | bytearray) -> None:
-    """Write ``data`` to ``fd`` if nothing is queued before it; the rest to the transport."""
-    if fd < 0 or transport.get_write_buffer_size() or transport.is_closing():
+def send(transport: asyncio.Transport, write: RawWrite | None, data: bytes | bytearray) -> None:
+    """``write`` ``data`` if nothing is queued before it; the rest to the transport."""
+    if write is None or transport.get_write_buffer_size() or transport.is_closing():
         transport.write(data)
         return
     try:
-        sent = os.write(fd, data)
+        sent = write(data)
     except (BlockingIOError, InterruptedError):
         sent = 0
     except OSError:
@@ -54,7 +59,8 @@ def send(transport: asyncio.Transport, fd: int, data: bytes | bytearray) -> None
 def connection_made(self: GatewayWebSocketProtocol, transport: Any) -> None:
     _shipped_connection_made(self, transport)
     sock = transport.get_extra_info("socket")
-    self._fd = sock.fileno() if sock is not None else -1  # type: ignore[attr-defined]
+    raw = None if sock is None else functools.partial(os.write, sock.fileno())
+    self._raw_write = raw  # type: ignore[attr-defined]
 
 
 def write_now(self: GatewayWebSocketProtocol, data: bytes) -> bool:
@@ -84,7 +90,7 @@ def write_now(self: GatewayWebSocketProtocol, data: bytes) -> bool:
         self._tick = flusher.tick
         if not flusher.scheduled:
             flusher.schedule()
-        send(self._raw_transport, self._fd, data)  # type: ignore[attr-defined]
+        send(self._raw_transport, self._raw_write, data)  # type: ignore[attr-defined]
     return True
 
 
@@ -93,7 +99,7 @@ def uncork(self: GatewayWebSocketProtocol) -> None:
     if corked is not None:
         self._corked = None
         if not self._raw_transport.is_closing():
-            send(self._raw_transport, self._fd, corked)  # type: ignore[attr-defined]
+            send(self._raw_transport, self._raw_write, corked)  # type: ignore[attr-defined]
 
 
 def install() -> None:

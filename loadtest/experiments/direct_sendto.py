@@ -13,33 +13,16 @@ not closing; what the kernel does not take goes to ``transport.write``.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import sys
 from typing import Any
 
 from gateway.cli import main
-from gateway.server.corking import CORK_LIMIT
 from gateway.server.wsprotocol import GatewayWebSocketProtocol
+from loadtest.experiments.direct_send import uncork, write_now
 
 _shipped_connection_made = GatewayWebSocketProtocol.connection_made
 _shipped_connection_lost = GatewayWebSocketProtocol.connection_lost
-
-
-def send(transport: asyncio.Transport, sock: socket.socket | None, data: bytes | bytearray) -> None:
-    """Send ``data`` on ``sock`` if nothing is queued before it; the rest to the transport."""
-    if sock is None or transport.get_write_buffer_size() or transport.is_closing():
-        transport.write(data)
-        return
-    try:
-        sent = sock.send(data)
-    except (BlockingIOError, InterruptedError):
-        sent = 0
-    except OSError:
-        transport.write(data)  # it meets the same error and closes the connection as shipped
-        return
-    if sent < len(data):
-        transport.write(memoryview(data)[sent:])
 
 
 def connection_made(self: GatewayWebSocketProtocol, transport: Any) -> None:
@@ -49,55 +32,19 @@ def connection_made(self: GatewayWebSocketProtocol, transport: Any) -> None:
     if sock is not None:
         sock.setblocking(False)  # it is already: no poll in Python's send
     self._sock = sock  # type: ignore[attr-defined]
+    self._raw_write = None if sock is None else sock.send  # type: ignore[attr-defined]
 
 
 def connection_lost(self: GatewayWebSocketProtocol, exc: Exception | None) -> None:
     sock, self._sock = self._sock, None  # type: ignore[attr-defined]
+    self._raw_write = None  # type: ignore[attr-defined]
     if sock is not None:
         sock.detach()  # uvloop closes the fd; a collected socket object must not close it again
     _shipped_connection_lost(self, exc)
 
 
-def write_now(self: GatewayWebSocketProtocol, data: bytes) -> bool:
-    """The shipped ``write_now`` with :func:`send` in place of ``transport.write``."""
-    if not (
-        self.handshake_complete
-        and not self.close_sent
-        and not self.disconnected
-        and self._writable._value
-    ):
-        return False
-    corked = self._corked
-    flusher = self._flusher
-    if corked is not None:
-        if len(corked) >= CORK_LIMIT:
-            return False
-        corked += data
-        flusher.combined = True
-    elif self._tick == flusher.tick:
-        self._corked = bytearray(data)
-        flusher.combined = True
-        flusher.enlist(self)
-    elif flusher.busy:
-        self._corked = bytearray(data)
-        flusher.enlist(self)
-    else:
-        self._tick = flusher.tick
-        if not flusher.scheduled:
-            flusher.schedule()
-        send(self._raw_transport, self._sock, data)  # type: ignore[attr-defined]
-    return True
-
-
-def uncork(self: GatewayWebSocketProtocol) -> None:
-    corked = self._corked
-    if corked is not None:
-        self._corked = None
-        if not self._raw_transport.is_closing():
-            send(self._raw_transport, self._sock, corked)  # type: ignore[attr-defined]
-
-
 def install() -> None:
+    """``direct_send``'s ``write_now`` and ``uncork``, writing with this socket's ``send``."""
     protocol = GatewayWebSocketProtocol
     protocol.connection_made = connection_made  # type: ignore[method-assign]
     protocol.connection_lost = connection_lost  # type: ignore[method-assign]
