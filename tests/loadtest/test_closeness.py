@@ -15,22 +15,11 @@ from loadtest.bench.closeness import closeness_rows, closeness_table, cpu_with_b
 from loadtest.bench.closeness_report import CLOSENESS_BEGIN, CLOSENESS_END
 from loadtest.bench.model import Result
 from loadtest.bench.scenarios import Bench
+from tests.support.bench import chat_result
 
 
 def run(label: str, cpu_us: float, p99: float = 5.0, broker_s: float | None = None) -> Result:
-    deliveries = 1_000_000
-    return Result(
-        label=label,
-        server=label.split("-")[0],
-        scenario="chat",
-        load="N=1000, P=10",
-        deliveries=deliveries,
-        deliveries_per_s=40_000.0,
-        server_cpu_s=cpu_us * deliveries / 1e6,
-        cpu_us_per_delivery=cpu_us,
-        broker_cpu_s=broker_s,
-        p99_ms=p99,
-    )
+    return chat_result(label, cpu_us, p99=p99, broker_s=broker_s)
 
 
 def three_rounds() -> tuple[dict[str, Result], dict[str, list[Result]]]:

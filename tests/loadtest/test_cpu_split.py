@@ -15,23 +15,11 @@ from loadtest.bench.closeness import run_closeness
 from loadtest.bench.closeness_report import split_table, variant_table
 from loadtest.bench.model import Load, Result, median_run
 from loadtest.bench.scenarios import Bench
+from tests.support.bench import chat_result
 
 
 def run(label: str, user_us: float, sys_us: float) -> Result:
-    deliveries = 1_000_000
-    user, system = user_us * deliveries / 1e6, sys_us * deliveries / 1e6
-    return Result(
-        label=label,
-        server=label.split("-")[0],
-        scenario="chat",
-        load="N=1000, P=10",
-        deliveries=deliveries,
-        deliveries_per_s=40_000.0,
-        server_cpu_s=user + system,
-        server_user_s=user,
-        server_sys_s=system,
-        cpu_us_per_delivery=user_us + sys_us,
-    )
+    return chat_result(label, user_us + sys_us, user_us=user_us, sys_us=sys_us)
 
 
 def test_user_and_system_time_of_a_process_add_up_to_its_cpu_time() -> None:
