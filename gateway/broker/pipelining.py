@@ -26,9 +26,8 @@ import contextlib
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
-
-from gateway.broker.base import BrokerUnavailable
 
 Command = tuple[Any, ...]
 
@@ -71,7 +70,7 @@ class Pipeliner:
         try:
             values = await self._run([command for command, _ in batch])
         except BaseException as error:
-            failure = error if isinstance(error, Exception) else BrokerUnavailable("closed")
+            failure = error if isinstance(error, Exception) else _closed()
             for _, reply in batch:
                 if not reply.done():
                     reply.set_exception(failure)
@@ -109,9 +108,16 @@ class Pipeliner:
         waiting, self._waiting = self._waiting, []
         for _, reply in waiting:
             if not reply.done():
-                reply.set_exception(BrokerUnavailable("broker closed"))
+                reply.set_exception(_closed())
         batch = self._batch
         if batch is not None:
             batch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await batch
+
+
+def _closed() -> RedisConnectionError:
+    """What a command still waiting when the pipeliner closes gets: a Redis connection error,
+    which every caller already handles as Redis being away (a publish, a presence read: broker
+    unavailable; a presence write: left to the next refresh or to expiry)."""
+    return RedisConnectionError("pipeline closed")

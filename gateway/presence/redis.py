@@ -50,8 +50,6 @@ CHUNK = 500
 """Entries or claims per script call in a refresh, so no call blocks Redis for long."""
 Call = tuple[str, list[str], list[Any]]
 """A script's name, keys and arguments, for a pipeline."""
-WRITE_FAILED: tuple[type[BaseException], ...] = (*UNAVAILABLE, BrokerUnavailable)
-"""What a write swallows: Redis away, or the pipeliner closed with the write still queued."""
 NAMES_FRESH = 1.0
 """Seconds this worker's joins reuse the name list of a room larger than the list: a storm of
 joins into a 10,000-member room then costs Redis a count each, not 1,000 names each. Such a
@@ -143,7 +141,7 @@ class RedisPresence(Presence):
             return
         try:
             await self._call(name, keys, [self.ttl_ms, entry])
-        except WRITE_FAILED as error:
+        except UNAVAILABLE as error:
             log.debug("presence write deferred to the next refresh: %s", error)
 
     async def join(
@@ -188,7 +186,7 @@ class RedisPresence(Presence):
             async with asyncio.timeout(COMMAND_TIMEOUT):
                 await self._written.wait()
                 await self._call(*call)
-        except WRITE_FAILED as error:
+        except UNAVAILABLE as error:
             log.debug("presence remove deferred to expiry: %s", error)
 
     async def leave(self, room: str, user: str, connection_id: str) -> Headcount:
@@ -232,7 +230,7 @@ class RedisPresence(Presence):
             async with asyncio.timeout(COMMAND_TIMEOUT):
                 await self._written.wait()
                 await self._call("release", claim_keys, [holder])
-        except WRITE_FAILED as error:
+        except UNAVAILABLE as error:
             log.debug("claim release deferred to expiry: %s", error)
 
     async def online(self, room: str) -> list[str]:
