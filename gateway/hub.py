@@ -195,8 +195,8 @@ class Hub:
         history (up to it), the ack goes out, and the held messages newer than it follow.
         ``hold`` keeps holding them for a resume that replays history first. ``ask``: the app
         backend's ``join`` hook decides too (after the grants and the room limit). The presence
-        entry (with the ack's count and names, one round trip) is written after the newest id is
-        read, just before the ack and the ``joined`` event: run at once, the count went stale
+        entry, then the ack's count and names, are written and read after the newest id is read,
+        just before the ack and the ``joined`` event: run at once, the count went stale
         behind other joins before it was published (a storm's last event said 22 of 41), and a
         join in one process stopped being one step.
         """
