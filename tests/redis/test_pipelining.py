@@ -150,9 +150,10 @@ async def test_presence_writes_queued_when_presence_closes_do_not_raise(
     execute = Pipeliner._execute
 
     async def held(self: Pipeliner, commands: list[Any]) -> list[Any]:
+        values = await execute(self, commands)  # its connection back in the pool before the close
         inside.set()
         await gate.wait()
-        return await execute(self, commands)
+        return values
 
     monkeypatch.setattr(Pipeliner, "_execute", held)
     in_flight = asyncio.create_task(presence.add("closing", "ann", "a1"))
